@@ -1,0 +1,137 @@
+"""The chat corpus: loading, validation, sampling and splitting (DESIGN.md 2).
+
+Records are FastChat/ShareGPT dicts: ``{"id", "conversations": [{"from", "value"}, ...]}``.
+A first message not from ``human`` is dropped; after that roles must alternate human/gpt.
+Anything else is bad input, reported by record id and reason.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+from .templates import ASSISTANT, USER
+
+ROLE_NAMES = {"human": USER, "user": USER, "gpt": ASSISTANT, "assistant": ASSISTANT}
+SAMPLE_SEED = 42
+
+
+@dataclass(frozen=True)
+class Problem:
+    record_id: str
+    reason: str
+
+
+def record_id(record, index: int) -> str:
+    """The record's own id, else its position in the corpus."""
+    if isinstance(record, dict) and record.get("id") not in (None, ""):
+        return str(record["id"])
+    return f"#{index}"
+
+
+def conversation_messages(record, index: int = 0) -> list[tuple[str, str]]:
+    """Validate one record and return its messages as ``(user|assistant, text)`` pairs.
+
+    Raises :class:`InputError` naming the record id and the reason.
+    """
+    rid = record_id(record, index)
+    if not isinstance(record, dict):
+        raise InputError(f"record {rid}: not a JSON object")
+    turns = record.get("conversations")
+    if turns is None:
+        raise InputError(f"record {rid}: no 'conversations' field")
+    if not isinstance(turns, list):
+        raise InputError(f"record {rid}: 'conversations' is not a list")
+    for position, turn in enumerate(turns):
+        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
+            raise InputError(f"record {rid}: message {position} lacks 'from' or 'value'")
+        if not isinstance(turn["value"], str):
+            raise InputError(f"record {rid}: message {position} has a non-string 'value'")
+    if turns and ROLE_NAMES.get(turns[0]["from"]) != USER:
+        turns = turns[1:]
+    if not turns:
+        raise InputError(f"record {rid}: empty conversation")
+    messages = []
+    for position, turn in enumerate(turns):
+        role = ROLE_NAMES.get(turn["from"])
+        expected = USER if position % 2 == 0 else ASSISTANT
+        if role is None:
+            raise InputError(f"record {rid}: message {position} has unknown role {turn['from']!r}")
+        if role != expected:
+            raise InputError(
+                f"record {rid}: roles do not alternate human/gpt (message {position} is from "
+                f"{turn['from']!r})"
+            )
+        messages.append((role, turn["value"]))
+    return messages
+
+
+def read_corpus(path: str | Path) -> list:
+    """Read a JSON list (or JSON Lines) of records; a clear error for malformed JSON."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"data file not found: {p}")
+    text = p.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if p.suffix == ".jsonl":
+            return _read_json_lines(p, text)
+        raise InputError(f"{p}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    if not isinstance(data, list):
+        raise InputError(f"{p}: expected a JSON list of conversation records")
+    return data
+
+
+def _read_json_lines(p: Path, text: str) -> list:
+    records = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{p}: malformed JSON on line {lineno}: {exc.msg}") from exc
+    return records
+
+
+def validate_records(records: list, skip_invalid: bool = False) -> tuple[list[dict], list[Problem]]:
+    """Return ``(valid records as {id, messages}, problems)``.
+
+    Without ``skip_invalid`` the first problem is raised; with it, invalid records are left out
+    and every one of them is listed in ``problems``.
+    """
+    valid, problems = [], []
+    for index, record in enumerate(records):
+        try:
+            messages = conversation_messages(record, index)
+        except InputError as exc:
+            if not skip_invalid:
+                raise
+            problems.append(Problem(record_id(record, index), str(exc)))
+            continue
+        valid.append({"id": record_id(record, index), "messages": messages})
+    return valid, problems
+
+
+def sample_indices(n: int, proportion: float | None) -> list[int]:
+    """``int(n * p)`` random indices with seed 42, kept in corpus order (for debugging runs)."""
+    if proportion is None:
+        return list(range(n))
+    if not 0 < proportion <= 1:
+        raise InputError(f"--dataset_sample_prop must be in (0, 1], got {proportion}")
+    return sorted(random.Random(SAMPLE_SEED).sample(range(n), int(n * proportion)))
+
+
+def split_bounds(n: int, split_num: int, index: int) -> tuple[int, int]:
+    """Contiguous slice ``index`` of ``split_num``: ``n // split_num`` each, the last takes the rest."""
+    if split_num < 1:
+        raise InputError(f"--dataset_split_num must be at least 1, got {split_num}")
+    if not 0 <= index < split_num:
+        raise InputError(f"--dataset_index {index} is out of range for --dataset_split_num {split_num}")
+    size = n // split_num
+    start = index * size
+    end = n if index == split_num - 1 else start + size
+    return start, end
