@@ -1,0 +1,93 @@
+"""Column names and checks of the datasets that flow between stages (DESIGN.md 4-7).
+
+Every set is a ``datasets.DatasetDict`` with a ``train`` split, saved with ``save_to_disk``.
+Rows hold real tokens only (no padding); row r of every model's set is the same conversation,
+which the ``id`` column lets later stages verify.
+
+tokenized set       id, input_ids, labels, attention_mask
+representation set  + per_step_logits [T][k] (float16), per_step_indices [T][k] (int32),
+                      metric_ce (float32), per_step_metric_ce [T-1] (float32, optional)
+aligned set         pivot's representation columns (per_step_metric_ce dropped)
+                      + fused_per_step_logits, fused_per_step_indices ([T][<=k], the source's
+                        distribution in the pivot's vocabulary; an empty list at t is EMPTY)
+                      + fused_metric_ce (sequence level) or per_step_fused_metric_ce (token level)
+"""
+
+from __future__ import annotations
+
+from .errors import InputError
+
+SPLIT = "train"
+ID = "id"
+TOKEN_COLUMNS = ("input_ids", "labels", "attention_mask")
+TOKENIZED_COLUMNS = (ID, *TOKEN_COLUMNS)
+LOGITS, INDICES, METRIC_CE, PER_STEP_METRIC_CE = (
+    "per_step_logits", "per_step_indices", "metric_ce", "per_step_metric_ce")
+REPRESENTATION_COLUMNS = (LOGITS, INDICES, METRIC_CE)
+FUSED_LOGITS, FUSED_INDICES, FUSED_METRIC_CE, PER_STEP_FUSED_METRIC_CE = (
+    "fused_per_step_logits", "fused_per_step_indices", "fused_metric_ce", "per_step_fused_metric_ce")
+FUSED_COLUMNS = (FUSED_LOGITS, FUSED_INDICES, FUSED_METRIC_CE)
+IGNORE_INDEX = -100
+
+
+def representation_features(top_k: int | None = None, per_token_metric: bool = False):
+    """The ``datasets.Features`` of a representation set (compact dtypes: float16 logits, int32 ids)."""
+    from datasets import Features, List, Value
+
+    features = {
+        ID: Value("string"),
+        "input_ids": List(Value("int32")),
+        "labels": List(Value("int32")),
+        "attention_mask": List(Value("int8")),
+        LOGITS: List(List(Value("float16"))),
+        INDICES: List(List(Value("int32"))),
+        METRIC_CE: Value("float32"),
+    }
+    if per_token_metric:
+        features[PER_STEP_METRIC_CE] = List(Value("float32"))
+    return Features(features)
+
+
+def tokenized_features():
+    from datasets import Features, List, Value
+
+    return Features({
+        ID: Value("string"),
+        "input_ids": List(Value("int32")),
+        "labels": List(Value("int32")),
+        "attention_mask": List(Value("int8")),
+    })
+
+
+def train_split(dataset_dict, where: str):
+    """The ``train`` split of a loaded DatasetDict (or the Dataset itself)."""
+    from datasets import Dataset
+
+    if isinstance(dataset_dict, Dataset):
+        return dataset_dict
+    if SPLIT not in dataset_dict:
+        raise InputError(f"{where}: no '{SPLIT}' split (found {list(dataset_dict)})")
+    return dataset_dict[SPLIT]
+
+
+def require_columns(dataset, columns, where: str) -> None:
+    missing = [c for c in columns if c not in dataset.column_names]
+    if missing:
+        raise InputError(f"{where}: missing column(s) {missing}; found {dataset.column_names}")
+
+
+def check_same_conversations(left, right, left_name: str, right_name: str, compare_input_ids: bool = False) -> None:
+    """Both sets hold the same conversations in the same order (row counts, ids, optionally input_ids)."""
+    if len(left) != len(right):
+        raise InputError(f"{left_name} has {len(left)} rows but {right_name} has {len(right)}")
+    if ID in left.column_names and ID in right.column_names:
+        for row, (a, b) in enumerate(zip(left[ID], right[ID])):
+            if a != b:
+                raise InputError(f"row {row}: conversation id {a!r} in {left_name} but {b!r} in {right_name}")
+    if compare_input_ids:
+        for row, (a, b) in enumerate(zip(left["input_ids"], right["input_ids"])):
+            if a != b:
+                raise InputError(
+                    f"row {row} (id {left[row][ID] if ID in left.column_names else row}): input_ids differ "
+                    f"between {left_name} and {right_name}; same-vocabulary sets must tokenize alike"
+                )
