@@ -1,0 +1,99 @@
+"""Loading tokenizers and causal LMs the way every stage needs them (DESIGN.md 4).
+
+``--load_in_half none|fp16|bf16``, ``--device_map``, ``--flash_attn_transformers`` (falls back to
+SDPA with one warning when flash-attn is not installed), linear RoPE scaling when
+``model_max_length`` exceeds the model's ``max_position_embeddings``, and the pad-token fallback
+(the tokenizer's own, else unk, else eos).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import os
+from pathlib import Path
+
+from .errors import InputError
+
+logger = logging.getLogger(__name__)
+HALF_DTYPES = {"none": None, "fp16": "float16", "bf16": "bfloat16"}
+_warned_flash = False
+
+
+def check_model_path(path: str, flag: str = "--model_name_or_path") -> None:
+    """A local-looking path must exist; anything else is left to the hub resolver."""
+    looks_local = os.path.isabs(path) or path.startswith((".", "~")) or os.sep in path and path.count("/") > 1
+    if looks_local and not Path(path).expanduser().exists():
+        raise InputError(f"{flag}: model folder not found: {path}")
+
+
+def attention_implementation(flash_attn: bool) -> str:
+    global _warned_flash
+    if not flash_attn:
+        return "sdpa"
+    if importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    if not _warned_flash:
+        logger.warning("--flash_attn_transformers: flash-attn is not installed; using SDPA attention instead")
+        _warned_flash = True
+    return "sdpa"
+
+
+def rope_scaling_factor(max_position_embeddings: int | None, model_max_length: int) -> int | None:
+    """ceil(model_max_length / max_position_embeddings) when the context must be stretched."""
+    if not max_position_embeddings or model_max_length <= max_position_embeddings:
+        return None
+    return math.ceil(model_max_length / max_position_embeddings)
+
+
+def load_config(model_name_or_path: str, model_max_length: int | None = None, cache_dir: str | None = None,
+                trust_remote_code: bool = False):
+    from transformers import AutoConfig
+
+    check_model_path(model_name_or_path)
+    config = AutoConfig.from_pretrained(model_name_or_path, cache_dir=cache_dir, trust_remote_code=trust_remote_code)
+    factor = rope_scaling_factor(getattr(config, "max_position_embeddings", None), model_max_length or 0)
+    if factor:
+        params = dict(getattr(config, "rope_parameters", None) or {})
+        params.update(rope_type="linear", factor=float(factor))
+        config.rope_parameters = params
+        logger.info("linear RoPE scaling with factor %s for model_max_length %s", factor, model_max_length)
+    return config
+
+
+def load_tokenizer(model_name_or_path: str, model_max_length: int | None = None, cache_dir: str | None = None,
+                   use_fast: bool = True, trust_remote_code: bool = False, padding_side: str = "right"):
+    from transformers import AutoTokenizer
+
+    check_model_path(model_name_or_path)
+    kwargs = dict(cache_dir=cache_dir, use_fast=use_fast, trust_remote_code=trust_remote_code,
+                  padding_side=padding_side)
+    if model_max_length:
+        kwargs["model_max_length"] = model_max_length
+    tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
+    return tokenizer
+
+
+def torch_dtype(load_in_half: str):
+    import torch
+
+    if load_in_half not in HALF_DTYPES:
+        raise InputError(f"--load_in_half must be one of {sorted(HALF_DTYPES)}, got {load_in_half!r}")
+    name = HALF_DTYPES[load_in_half]
+    return getattr(torch, name) if name else torch.float32
+
+
+def load_causal_lm(model_name_or_path: str, model_max_length: int | None = None, load_in_half: str = "none",
+                   device_map: str | None = None, flash_attn: bool = False, cache_dir: str | None = None,
+                   trust_remote_code: bool = False):
+    from transformers import AutoModelForCausalLM
+
+    config = load_config(model_name_or_path, model_max_length, cache_dir, trust_remote_code)
+    kwargs = dict(config=config, cache_dir=cache_dir, dtype=torch_dtype(load_in_half),
+                  attn_implementation=attention_implementation(flash_attn), trust_remote_code=trust_remote_code)
+    if device_map and device_map != "none":
+        kwargs["device_map"] = device_map
+    return AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
