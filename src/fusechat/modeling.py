@@ -22,9 +22,12 @@ _warned_flash = False
 
 
 def check_model_path(path: str, flag: str = "--model_name_or_path") -> None:
-    """A local-looking path must exist; anything else is left to the hub resolver."""
-    looks_local = os.path.isabs(path) or path.startswith((".", "~")) or os.sep in path and path.count("/") > 1
-    if looks_local and not Path(path).expanduser().exists():
+    """A local-looking path must exist; a bare ``org/name`` whose ``org`` is no local folder goes to the hub."""
+    p = Path(path).expanduser()
+    if p.exists():
+        return
+    looks_local = p.is_absolute() or path.startswith((".", "~")) or path.count("/") != 1 or p.parent.is_dir()
+    if looks_local:
         raise InputError(f"{flag}: model folder not found: {path}")
 
 
