@@ -26,7 +26,7 @@ def check_model_path(path: str, flag: str = "--model_name_or_path") -> None:
     p = Path(path).expanduser()
     if p.exists():
         return
-    looks_local = p.is_absolute() or path.startswith((".", "~")) or path.count("/") != 1 or p.parent.is_dir()
+    looks_local = p.is_absolute() or path.startswith((".", "~")) or path.count("/") > 1 or ("/" in path and p.parent.is_dir())
     if looks_local:
         raise InputError(f"{flag}: model folder not found: {path}")
 
