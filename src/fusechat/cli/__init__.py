@@ -1,0 +1,1 @@
+"""Argument parsing and wiring for the standalone scripts in ``FuseChat/train/``."""
