@@ -242,9 +242,11 @@ def representation_dataset(tokenized, options: CaptureOptions, model, pad_id: in
     from datasets import Dataset, Value
     from datasets.arrow_writer import ArrowWriter
 
-    from .schema import representation_features
+    from .schema import index_dtype_for, representation_features
 
-    features = representation_features(options.top_k, options.per_token_metric)
+    vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None \
+        else model.config.vocab_size
+    features = representation_features(options.top_k, options.per_token_metric, index_dtype_for(vocab))
     features["_row"] = Value("int64")
     path = str(Path(scratch_dir) / "captured.arrow")
     with ArrowWriter(features=features, path=path) as writer:

@@ -5,7 +5,8 @@ Rows hold real tokens only (no padding); row r of every model's set is the same 
 which the ``id`` column lets later stages verify.
 
 tokenized set       id, input_ids, labels, attention_mask
-representation set  + per_step_logits [T][k] (float16), per_step_indices [T][k] (int32),
+representation set  + per_step_logits [T][k] (float16), per_step_indices [T][k] (uint16 when the
+                        vocabulary fits in 65536 ids, else int32: the largest column, halved),
                       metric_ce (float32), per_step_metric_ce [T-1] (float32, optional)
 aligned set         pivot's representation columns (per_step_metric_ce dropped)
                       + fused_per_step_logits, fused_per_step_indices ([T][<=k], the source's
@@ -30,8 +31,13 @@ FUSED_COLUMNS = (FUSED_LOGITS, FUSED_INDICES, FUSED_METRIC_CE)
 IGNORE_INDEX = -100
 
 
-def representation_features(top_k: int | None = None, per_token_metric: bool = False):
-    """The ``datasets.Features`` of a representation set (compact dtypes: float16 logits, int32 ids)."""
+def index_dtype_for(vocab_size: int) -> str:
+    """The narrowest Arrow integer type that holds every vocabulary id."""
+    return "uint16" if vocab_size <= 1 << 16 else "int32"
+
+
+def representation_features(top_k: int | None = None, per_token_metric: bool = False, index_dtype: str = "int32"):
+    """The ``datasets.Features`` of a representation set (compact dtypes: float16 logits, narrow ids)."""
     from datasets import Features, List, Value
 
     features = {
@@ -40,7 +46,7 @@ def representation_features(top_k: int | None = None, per_token_metric: bool = F
         "labels": List(Value("int32")),
         "attention_mask": List(Value("int8")),
         LOGITS: List(List(Value("float16"))),
-        INDICES: List(List(Value("int32"))),
+        INDICES: List(List(Value(index_dtype))),
         METRIC_CE: Value("float32"),
     }
     if per_token_metric:
