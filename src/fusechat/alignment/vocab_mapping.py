@@ -1,0 +1,444 @@
+"""Vocabulary mappings from the blending (source) vocabulary to the base (pivot) one (DESIGN.md 6.2).
+
+Token strings. Everything here works on *vocabulary pieces*, the strings that
+``convert_ids_to_tokens`` gives and that ``get_vocab()`` is keyed by (``"▁the"``, ``"Ġthe"``,
+``"<0x0A>"``), never on decoded strings: a vocabulary lookup needs a piece. (Token alignment, 6.1,
+and the per-position tests of 6.3 use the per-id decoded strings of ``decoded_token_strings``
+instead.) "Marker replaced" means ``piece.replace(blending_marker, base_marker)``, every occurrence.
+
+The three ``--align_type`` mappings:
+
+- ``hard`` (EM): :func:`exact_mapping`, blending id -> base id of the same piece after marker
+  replacement, -1 where the base vocabulary has no such piece. No file.
+- ``soft`` (MinED): :func:`mined_mapping`, the exact match, else the base piece at the smallest
+  Levenshtein distance (the lowest base id on ties).
+- ``default`` (MS): :class:`AlignmentCounts` accumulates the sparse count matrix
+  ``C[base_id, blending_id]`` over the token alignments of a corpus, and :func:`ms_mapping` picks,
+  per blending id, the base id minimising ``dist * sigmoid(count)``.
+
+The soft and default mappings are lists indexed by blending id, stored as JSON
+(``--blending_to_base_file``); the count matrix is stored as a ``scipy.sparse`` ``.npz``
+(``--token_alignment_matrix_file``). The reference keeps ``C`` dense: 32002 x 151646 float64 is
+36 GiB for the OpenChat/Qwen pair; here it is a few million nonzeros.
+
+Choices the specification leaves open, settled here:
+
+- ``C`` counts a blending id once per base position even if it fills several of the blending
+  positions matched to it: the reference's ``C[base_id, ids] += 1`` is numpy fancy indexing,
+  which adds once per distinct index.
+- ids without a piece (holes in a vocabulary) never match; a blending id without a piece maps to
+  the base "no token" id (unk, else eos), like a blending id with no count in MS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+from scipy import sparse
+
+from ..errors import InputError
+from ..storage import atomic_file, write_json
+
+ALIGN_TYPES = ("hard", "soft", "default")
+SENTENCEPIECE_MARKER = "\u2581"  # "▁"
+BYTE_LEVEL_MARKER = "\u0120"  # "Ġ"
+
+
+def check_align_type(align_type: str) -> str:
+    if align_type not in ALIGN_TYPES:
+        raise InputError(f"--align_type {align_type!r} is unknown; choose from {', '.join(ALIGN_TYPES)}")
+    return align_type
+
+
+# --- word-start markers ----------------------------------------------------------------------
+
+def _component_types(node) -> list[tuple[str, dict]]:
+    """Every (type, settings) pair in a tokenizers component tree (Sequence nests others)."""
+    found = []
+    if isinstance(node, dict):
+        if "type" in node:
+            found.append((node["type"], node))
+        for value in node.values():
+            found.extend(_component_types(value))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(_component_types(value))
+    return found
+
+
+def _marker_from_backend(tokenizer) -> str | None:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    # The pre-tokenizer decides how a word start is written; the decoder and normalizer are the
+    # fallback (Gemma-style vocabularies write "▁" with a Replace normalizer, not Metaspace).
+    for part in ("pre_tokenizer", "decoder", "normalizer"):
+        component = getattr(backend, part, None)
+        if component is None:
+            continue
+        for kind, settings in _component_types(json.loads(component.__getstate__())):
+            if kind == "Metaspace":
+                return settings.get("replacement", SENTENCEPIECE_MARKER)
+            if kind == "ByteLevel":
+                return BYTE_LEVEL_MARKER
+            if kind == "Replace" and SENTENCEPIECE_MARKER in json.dumps(settings, ensure_ascii=False):
+                return SENTENCEPIECE_MARKER
+    return None
+
+
+def _marker_from_vocabulary(tokenizer) -> str | None:
+    pieces = [piece for piece in tokenizer.get_vocab() if isinstance(piece, str)]
+    counts = {marker: sum(piece.startswith(marker) for piece in pieces)
+              for marker in (SENTENCEPIECE_MARKER, BYTE_LEVEL_MARKER)}
+    best = max(counts, key=counts.get)
+    # A real word-start marker starts a sizeable share of the pieces, far more than the other.
+    if counts[best] >= 0.05 * max(len(pieces), 1) and counts[best] > 2 * min(counts.values()):
+        return best
+    return None
+
+
+def word_start_marker(tokenizer) -> str:
+    """``"▁"`` for a SentencePiece/Metaspace vocabulary, ``"Ġ"`` for a byte-level one.
+
+    Decided from the backend's pre-tokenizer, decoder or normalizer, else from how many
+    vocabulary pieces start with each marker; an InputError if neither fits.
+    """
+    marker = _marker_from_backend(tokenizer) or _marker_from_vocabulary(tokenizer)
+    if marker is None:
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise InputError(
+            f"tokenizer {name}: cannot tell its word-start marker; neither a SentencePiece ('▁') "
+            f"nor a byte-level ('Ġ') vocabulary"
+        )
+    return marker
+
+
+# --- vocabularies ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """A vocabulary as plain data: the piece of every id (None for a hole), marker, special ids."""
+
+    pieces: tuple[str | None, ...]
+    marker: str
+    unk_id: int | None = None
+    bos_id: int | None = None
+    eos_id: int | None = None
+    name: str = "vocabulary"
+
+    @property
+    def size(self) -> int:
+        return len(self.pieces)
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        """piece -> id (the lowest id if a piece repeats)."""
+        index: dict[str, int] = {}
+        for token_id, piece in enumerate(self.pieces):
+            if piece is not None:
+                index.setdefault(piece, token_id)
+        return index
+
+    @property
+    def no_token_id(self) -> int:
+        """Where unmappable ids go: unk, else eos (DESIGN.md 6.2)."""
+        if self.unk_id is not None:
+            return self.unk_id
+        if self.eos_id is not None:
+            return self.eos_id
+        raise InputError(f"{self.name}: has neither an unk nor an eos token to map unmatched ids to")
+
+
+def vocabulary_size(tokenizer) -> int:
+    """Number of ids of a tokenizer, added tokens included."""
+    return max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
+
+
+def vocabulary_of(tokenizer) -> Vocabulary:
+    size = vocabulary_size(tokenizer)
+    return Vocabulary(
+        pieces=tuple(tokenizer.convert_ids_to_tokens(list(range(size)))),
+        marker=word_start_marker(tokenizer),
+        unk_id=tokenizer.unk_token_id,
+        bos_id=tokenizer.bos_token_id,
+        eos_id=tokenizer.eos_token_id,
+        name=getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
+    )
+
+
+def _marker_replaced(blending: Vocabulary, base: Vocabulary) -> list[str | None]:
+    return [None if p is None else p.replace(blending.marker, base.marker) for p in blending.pieces]
+
+
+# --- EM and MinED ----------------------------------------------------------------------------
+
+def exact_mapping(blending: Vocabulary, base: Vocabulary) -> np.ndarray:
+    """EM: blending id -> base id of the same piece after marker replacement, -1 where none (int64)."""
+    return np.fromiter(
+        (-1 if piece is None else base.index.get(piece, -1) for piece in _marker_replaced(blending, base)),
+        dtype=np.int64, count=blending.size,
+    )
+
+
+def mined_mapping(blending: Vocabulary, base: Vocabulary, chunk_size: int = 512, workers: int = -1,
+                  progress: bool = True) -> list[int]:
+    """MinED (``--align_type soft``): a list indexed by blending id (DESIGN.md 6.2).
+
+    Exact match of the marker-replaced piece first, else the base piece at the smallest
+    Levenshtein distance, the lowest base id on ties. Each distinct query is compared with the
+    whole base vocabulary in chunks (rapidfuzz ``cdist``, all cores), then ``argmin`` (first
+    minimum). A blending id without a piece maps to the base no-token id.
+    """
+    from rapidfuzz.distance import Levenshtein
+    from rapidfuzz.process import cdist
+    from tqdm.auto import tqdm
+
+    exact = exact_mapping(blending, base)
+    queries = _marker_replaced(blending, base)
+    mapping = [int(base_id) for base_id in exact]
+    unmatched: dict[str, list[int]] = {}  # distinct query -> blending ids that need it
+    for blending_id, base_id in enumerate(exact):
+        if base_id < 0:
+            if queries[blending_id] is None:
+                mapping[blending_id] = base.no_token_id
+            else:
+                unmatched.setdefault(queries[blending_id], []).append(blending_id)
+    choice_ids = np.array([i for i, p in enumerate(base.pieces) if p is not None], dtype=np.int64)
+    choices = [base.pieces[i] for i in choice_ids]
+    if unmatched and not choices:
+        raise InputError(f"{base.name}: the base vocabulary has no pieces to map onto")
+    distinct = list(unmatched)
+    starts = range(0, len(distinct), chunk_size)
+    for start in tqdm(starts, desc="MinED vocabulary mapping", unit="chunk", disable=not progress):
+        chunk = distinct[start:start + chunk_size]
+        distances = cdist(chunk, choices, scorer=Levenshtein.distance, dtype=np.int32, workers=workers)
+        for query, best in zip(chunk, np.argmin(distances, axis=1).tolist()):
+            for blending_id in unmatched[query]:
+                mapping[blending_id] = int(choice_ids[best])
+    return mapping
+
+
+# --- MS: the count matrix --------------------------------------------------------------------
+
+def matched_blending_ids(blending_ids: Sequence[int], alignment: Sequence[Sequence[int]]) -> list[list[int]]:
+    """The blending ids matched to each base position (the ``base_to_blending_mapping`` column)."""
+    return [[blending_ids[position] for position in positions] for positions in alignment]
+
+
+def alignment_pairs(base_ids: Sequence[int], matched_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(base id, blending id) coordinates of one sequence, each blending id once per base position."""
+    if len(base_ids) != len(matched_ids):
+        raise InputError(f"{len(base_ids)} base ids but {len(matched_ids)} alignment entries")
+    lengths = np.fromiter((len(ids) for ids in matched_ids), dtype=np.int64, count=len(matched_ids))
+    columns = np.fromiter((i for ids in matched_ids for i in ids), dtype=np.int64, count=int(lengths.sum()))
+    rows = np.repeat(np.asarray(base_ids, dtype=np.int64), lengths)
+    positions = np.repeat(np.arange(len(matched_ids), dtype=np.int64), lengths)
+    # Distinct (position, blending id) pairs: the reference's fancy-indexed += adds once per index.
+    keep = np.unique(np.stack([positions, columns]), axis=1, return_index=True)[1]
+    return rows[keep], columns[keep]
+
+
+class AlignmentCounts:
+    """Sparse accumulator of ``C[base_id, blending_id]`` over many token alignments.
+
+    Coordinates are buffered and folded into a CSR matrix every ``flush_every`` pairs, so memory
+    stays proportional to the number of distinct pairs, never to the corpus or to the dense shape.
+    """
+
+    def __init__(self, base_size: int, blending_size: int, flush_every: int = 4_000_000):
+        self.shape = (int(base_size), int(blending_size))
+        self.flush_every = flush_every
+        self._matrix = sparse.csr_matrix(self.shape, dtype=np.int64)
+        self._rows: list[np.ndarray] = []
+        self._columns: list[np.ndarray] = []
+        self._buffered = 0
+
+    def add_pairs(self, rows: np.ndarray, columns: np.ndarray) -> None:
+        rows, columns = np.asarray(rows, dtype=np.int64), np.asarray(columns, dtype=np.int64)
+        for name, ids, size in (("base", rows, self.shape[0]), ("blending", columns, self.shape[1])):
+            if ids.size and (ids.min() < 0 or ids.max() >= size):
+                bad = ids[(ids < 0) | (ids >= size)][0]
+                raise InputError(f"{name} id {int(bad)} is outside the {name} vocabulary ({size} ids)")
+        self._rows.append(rows)
+        self._columns.append(columns)
+        self._buffered += rows.size
+        if self._buffered >= self.flush_every:
+            self._flush()
+
+    def add(self, base_ids: Sequence[int], matched_ids: Sequence[Sequence[int]]) -> None:
+        """Count one sequence: its base ids and the blending ids matched to each base position."""
+        self.add_pairs(*alignment_pairs(base_ids, matched_ids))
+
+    def add_matrix(self, matrix) -> None:
+        """Add a count matrix built elsewhere (e.g. by another worker)."""
+        if matrix.shape != self.shape:
+            raise InputError(f"count matrix of shape {matrix.shape} cannot be added to one of shape {self.shape}")
+        self._matrix = (self._matrix + sparse.csr_matrix(matrix, dtype=np.int64)).tocsr()
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        rows, columns = np.concatenate(self._rows), np.concatenate(self._columns)
+        self._rows, self._columns, self._buffered = [], [], 0
+        batch = sparse.coo_matrix((np.ones(rows.size, dtype=np.int64), (rows, columns)), shape=self.shape)
+        self._matrix = (self._matrix + batch.tocsr()).tocsr()
+
+    def to_csr(self) -> sparse.csr_matrix:
+        self._flush()
+        matrix = self._matrix.copy()
+        matrix.sum_duplicates()
+        matrix.sort_indices()
+        return matrix
+
+
+def save_count_matrix(path: str | os.PathLike, matrix) -> None:
+    """Write the count matrix as a scipy ``.npz`` (CSR), atomically."""
+    with atomic_file(path, "wb") as handle:
+        sparse.save_npz(handle, sparse.csr_matrix(matrix))
+
+
+def load_count_matrix(path: str | os.PathLike, base_size: int, blending_size: int) -> sparse.csr_matrix:
+    """Read a count matrix saved by :func:`save_count_matrix` (or the reference), checking its shape."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"--token_alignment_matrix_file {p}: no such file (run with --do_token_alignment first)")
+    try:
+        matrix = sparse.load_npz(p)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"--token_alignment_matrix_file {p}: not a scipy sparse .npz ({exc})") from None
+    if matrix.shape != (base_size, blending_size):
+        raise InputError(
+            f"--token_alignment_matrix_file {p}: shape {matrix.shape}, but the base vocabulary has "
+            f"{base_size} ids and the blending vocabulary {blending_size}"
+        )
+    return sparse.csr_matrix(matrix)
+
+
+# --- MS: the mapping -------------------------------------------------------------------------
+
+def ms_distances(blending_pieces: Sequence[str], base_pieces: Sequence[str], blending_marker: str,
+                 base_marker: str) -> np.ndarray:
+    """The MS distance of each (blending piece, base piece) pair, as float64 (DESIGN.md 6.2).
+
+    Levenshtein distance of the marker-stripped pieces (if one strips to nothing: the blending
+    piece with its marker replaced against the raw base piece), times 0.1 when one string
+    contains the other.
+    """
+    from rapidfuzz.distance import Levenshtein
+    from rapidfuzz.process import cpdist
+
+    left, right, weights = [], [], []
+    for a, b in zip(blending_pieces, base_pieces):
+        stripped_a, stripped_b = a.replace(blending_marker, ""), b.replace(base_marker, "")
+        if not stripped_a or not stripped_b:
+            stripped_a, stripped_b = a.replace(blending_marker, base_marker), b
+        left.append(stripped_a)
+        right.append(stripped_b)
+        weights.append(0.1 if stripped_a in stripped_b or stripped_b in stripped_a else 1.0)
+    if not left:
+        return np.zeros(0, dtype=np.float64)
+    distances = cpdist(left, right, scorer=Levenshtein.distance, dtype=np.int64, workers=-1)
+    # dist * w here, * sigmoid(count) by the caller: the reference's order of float operations.
+    return distances.astype(np.float64) * np.asarray(weights, dtype=np.float64)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def ms_mapping(counts, blending: Vocabulary, base: Vocabulary) -> list[int]:
+    """MS (``--align_type default``): a list indexed by blending id (DESIGN.md 6.2).
+
+    ``counts`` is ``C[base_id, blending_id]`` (any scipy sparse matrix or dense array). For every
+    blending id with a count, the base id among its nonzero rows minimising
+    ``ms_distance * sigmoid(C)`` (the lowest base id on ties; note that sigmoid makes the rarer
+    pair win among equal distances, as in the reference); the others map to base unk (else eos).
+    Then BOS -> BOS and EOS -> EOS where both vocabularies have them.
+    """
+    if counts.shape != (base.size, blending.size):
+        raise InputError(
+            f"count matrix of shape {counts.shape} does not fit the base vocabulary ({base.size} ids) "
+            f"and the blending vocabulary ({blending.size} ids)"
+        )
+    columns = sparse.csc_matrix(counts)
+    columns.eliminate_zeros()
+    columns.sum_duplicates()
+    columns.sort_indices()  # rows ascending within a column: "first" = lowest base id
+    base_rows = columns.indices.astype(np.int64)
+    blending_cols = np.repeat(np.arange(blending.size, dtype=np.int64), np.diff(columns.indptr))
+
+    # Pairs whose pieces exist (a hole has no string to compare).
+    usable = np.array([blending.pieces[c] is not None and base.pieces[r] is not None
+                       for r, c in zip(base_rows.tolist(), blending_cols.tolist())], dtype=bool)
+    base_rows, blending_cols = base_rows[usable], blending_cols[usable]
+    values = columns.data[usable].astype(np.float64)
+
+    distances = ms_distances([blending.pieces[c] for c in blending_cols.tolist()],
+                             [base.pieces[r] for r in base_rows.tolist()], blending.marker, base.marker)
+    scores = distances * sigmoid(values)
+
+    mapping = np.full(blending.size, base.no_token_id if blending.size else 0, dtype=np.int64)
+    if scores.size:
+        # Per column: the first position holding the column minimum (columns are contiguous runs).
+        starts = np.flatnonzero(np.r_[True, blending_cols[1:] != blending_cols[:-1]])
+        column_min = np.minimum.reduceat(scores, starts)
+        run_lengths = np.diff(np.r_[starts, scores.size])
+        is_min = scores == np.repeat(column_min, run_lengths)
+        positions = np.arange(scores.size)
+        first_min = np.minimum.reduceat(np.where(is_min, positions, scores.size), starts)
+        mapping[blending_cols[starts]] = base_rows[first_min]
+    for blending_id, base_id in ((blending.bos_id, base.bos_id), (blending.eos_id, base.eos_id)):
+        if blending_id is not None and base_id is not None:
+            mapping[blending_id] = base_id
+    return mapping.tolist()
+
+
+def blending_to_base_mapping(align_type: str, blending: Vocabulary, base: Vocabulary, counts=None,
+                             progress: bool = True) -> list[int] | None:
+    """The mapping file's content for an align type: MinED for soft, MS for default, None for hard."""
+    check_align_type(align_type)
+    if align_type == "soft":
+        return mined_mapping(blending, base, progress=progress)
+    if align_type == "default":
+        if counts is None:
+            raise InputError("--align_type default needs the token alignment count matrix to build its mapping")
+        return ms_mapping(counts, blending, base)
+    return None
+
+
+# --- mapping files ---------------------------------------------------------------------------
+
+def save_blending_to_base(path: str | os.PathLike, mapping: Iterable[int]) -> None:
+    """Write the mapping as a JSON list indexed by blending id, atomically."""
+    write_json(path, [int(base_id) for base_id in mapping], indent=None)
+
+
+def load_blending_to_base(path: str | os.PathLike, blending_size: int, base_size: int) -> list[int]:
+    """Read a ``--blending_to_base_file`` and check it against both vocabularies."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"--blending_to_base_file {p}: no such file (run with --do_token_alignment first)")
+    try:
+        mapping = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--blending_to_base_file {p}: not valid JSON ({exc})") from None
+    if not isinstance(mapping, list):
+        raise InputError(f"--blending_to_base_file {p}: expected a JSON list, got {type(mapping).__name__}")
+    if len(mapping) != blending_size:
+        raise InputError(
+            f"--blending_to_base_file {p}: {len(mapping)} entries, but the blending vocabulary has "
+            f"{blending_size} ids (base vocabulary: {base_size}); was it built for another model pair?"
+        )
+    for blending_id, base_id in enumerate(mapping):
+        if isinstance(base_id, bool) or not isinstance(base_id, int) or not 0 <= base_id < base_size:
+            raise InputError(
+                f"--blending_to_base_file {p}: entry {blending_id} is {base_id!r}, not a base id in "
+                f"[0, {base_size})"
+            )
+    return mapping
