@@ -1,0 +1,1 @@
+"""Different-vocabulary alignment (DESIGN.md 6): token alignment, vocabulary mapping, distributions."""
