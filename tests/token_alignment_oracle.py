@@ -1,7 +1,7 @@
 """Literal pure-Python transcription of DESIGN.md 6.1, the oracle for the token alignment kernel.
 
 Deliberately slow and plain: nested loops, a textbook Levenshtein, the full DTW table. Shared by
-tests/test_token_alignment.py and benchmarks/bench_token_alignment.py.
+the tests and benchmarks/bench_token_alignment.py.
 """
 
 INF = float("inf")
