@@ -1,0 +1,52 @@
+"""The shape rules every FuseChat merge applies before any arithmetic (DESIGN.md 9, step 1).
+
+A target whose tensor has the base's shape is used as is. For embedding and lm_head tensors a
+larger target contributes its leading block of the base's shape (the extra rows are tokens the
+pivot does not have). Any other mismatch drops that target for that tensor only, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Hashable, Sequence
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+VOCABULARY_MARKERS = ("embed_tokens", "lm_head")
+
+
+def is_vocabulary_tensor(name: str | None) -> bool:
+    return name is not None and any(marker in name for marker in VOCABULARY_MARKERS)
+
+
+def leading_block(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
+    """The view ``tensor[:shape[0], :shape[1], ...]``, or None when ``tensor`` is smaller somewhere."""
+    if tensor.ndim != len(shape) or any(have < want for have, want in zip(tensor.shape, shape)):
+        return None
+    return tensor[tuple(slice(0, size) for size in shape)]
+
+
+def aligned_tensors(base: torch.Tensor, tensors: Sequence[torch.Tensor], name: str | None = None,
+                    labels: Sequence[Hashable] | None = None) -> list[tuple[int, torch.Tensor]]:
+    """``(index, tensor in the base's shape)`` for every input that takes part in the merge of ``name``.
+
+    ``labels`` name the inputs in warnings (model paths); the default is their position.
+    """
+    kept = []
+    for index, tensor in enumerate(tensors):
+        label = labels[index] if labels is not None else f"input {index}"
+        if tensor.shape == base.shape:
+            kept.append((index, tensor))
+            continue
+        block = leading_block(tensor, base.shape) if is_vocabulary_tensor(name) else None
+        if block is not None:
+            logger.warning("%s: using the leading %s block of %s's %s", name, tuple(base.shape), label,
+                           tuple(tensor.shape))
+            kept.append((index, block))
+        else:
+            logger.warning("%s: skipping %s, whose shape %s differs from the base's %s", name, label,
+                           tuple(tensor.shape), tuple(base.shape))
+    return kept
+
