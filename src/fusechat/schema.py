@@ -82,18 +82,48 @@ def require_columns(dataset, columns, where: str) -> None:
         raise InputError(f"{where}: missing column(s) {missing}; found {dataset.column_names}")
 
 
+def arrow_column(dataset, name: str):
+    """One column as a single pyarrow array, rows in the dataset's order (index mappings applied)."""
+    import pyarrow as pa
+
+    column = dataset.with_format("arrow")[name]
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def first_differing_row(left, right) -> int | None:
+    """First row where two equal-length list<int> (or string) columns differ, else None; vectorised."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_list(left.type) or pa.types.is_large_list(left.type):
+        lo, ro = np.asarray(left.offsets) - left.offsets[0].as_py(), np.asarray(right.offsets) - right.offsets[0].as_py()
+        lengths_differ = np.flatnonzero(np.diff(lo) != np.diff(ro))
+        limit = int(lengths_differ[0]) if lengths_differ.size else len(left)
+        lv = np.asarray(left.flatten()[: lo[limit]], dtype=np.int64)
+        rv = np.asarray(right.flatten()[: ro[limit]], dtype=np.int64)
+        values_differ = np.flatnonzero(lv != rv)
+        if values_differ.size:
+            return int(np.searchsorted(lo, values_differ[0], side="right") - 1)
+        return limit if lengths_differ.size else None
+    equal = pc.fill_null(pc.equal(left, right), False)
+    differ = np.flatnonzero(~np.asarray(equal))
+    return int(differ[0]) if differ.size else None
+
+
 def check_same_conversations(left, right, left_name: str, right_name: str, compare_input_ids: bool = False) -> None:
     """Both sets hold the same conversations in the same order (row counts, ids, optionally input_ids)."""
     if len(left) != len(right):
         raise InputError(f"{left_name} has {len(left)} rows but {right_name} has {len(right)}")
     if ID in left.column_names and ID in right.column_names:
-        for row, (a, b) in enumerate(zip(left[ID], right[ID])):
-            if a != b:
-                raise InputError(f"row {row}: conversation id {a!r} in {left_name} but {b!r} in {right_name}")
+        row = first_differing_row(arrow_column(left, ID), arrow_column(right, ID))
+        if row is not None:
+            raise InputError(f"row {row}: conversation id {left[row][ID]!r} in {left_name} but "
+                             f"{right[row][ID]!r} in {right_name}")
     if compare_input_ids:
-        for row, (a, b) in enumerate(zip(left["input_ids"], right["input_ids"])):
-            if a != b:
-                raise InputError(
-                    f"row {row} (id {left[row][ID] if ID in left.column_names else row}): input_ids differ "
-                    f"between {left_name} and {right_name}; same-vocabulary sets must tokenize alike"
-                )
+        row = first_differing_row(arrow_column(left, "input_ids"), arrow_column(right, "input_ids"))
+        if row is not None:
+            rid = left[row][ID] if ID in left.column_names else row
+            raise InputError(
+                f"row {row} (id {rid!r}): input_ids differ between {left_name} and {right_name}; sets of a "
+                "shared vocabulary tokenize alike (a different vocabulary needs align_token_and_vocab)")

@@ -1,0 +1,12 @@
+"""Drop the rows whose metric_ce or fused_metric_ce is NaN (DESIGN.md 7).
+
+    python FuseChat/train/filter_nan.py \
+      --input_data_dir aligned_representations/openchat_3.5_qwen_representation_split0 \
+      --output_data_dir aligned_representations/openchat_3.5_qwen_representation_split0_fnan
+"""
+
+from fusechat.cli.filter_nan import main
+from fusechat.errors import run_cli
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,14 @@
+"""Put a same-vocabulary source's distributions into the pivot's rows (DESIGN.md 5).
+
+    python FuseChat/train/replace_model.py \
+      --dataset_dir representations/openchat_3.5_representation_split0 \
+      --replace_dataset_dir representations/starling_representation_split0 \
+      --dataset_save_dir aligned_representations/openchat_3.5_starling_representation_split0 \
+      --preprocessing_num_workers 64 --batch_size 1000 --replace_model source
+"""
+
+from fusechat.cli.replace_model import main
+from fusechat.errors import run_cli
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,29 @@
+"""replace_model: put a same-vocabulary source's distributions into the pivot's rows (DESIGN.md 5)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..fused_sets import concatenate, replace_columns
+from .common import load_sets, save_set, setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--dataset_dir", required=True, help="pivot representation set(s), comma-separated")
+    p.add_argument("--replace_dataset_dir", required=True, help="source representation set(s), comma-separated")
+    p.add_argument("--dataset_save_dir", required=True)
+    p.add_argument("--preprocessing_num_workers", type=int, default=1)
+    p.add_argument("--batch_size", type=int, default=1000, help="accepted for compatibility; work is columnar")
+    p.add_argument("--replace_model", default="source", choices=["source", "pivot"])
+    return p
+
+
+def main(argv=None) -> None:
+    setup_logging()
+    args = build_parser().parse_args(argv)
+    pivots, pivot_names = load_sets(args.dataset_dir, "pivot representation set")
+    sources, source_names = load_sets(args.replace_dataset_dir, "source representation set")
+    result = replace_columns(concatenate(pivots, pivot_names), concatenate(sources, source_names), args.replace_model,
+                             ",".join(pivot_names), ",".join(source_names))
+    save_set(result, args.dataset_save_dir, args.preprocessing_num_workers)
