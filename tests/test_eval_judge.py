@@ -1,9 +1,13 @@
 """MT-Bench judging (DESIGN.md 10) against a stub OpenAI-compatible server on 127.0.0.1."""
 
 import json
+import os
+import re
 import socket
+import subprocess
 import threading
 import time
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -12,6 +16,7 @@ from fusechat.errors import InputError
 from fusechat.eval import judge as judging
 from fusechat.eval.cli import gen_judgment
 from fusechat.eval.jsonl import read_jsonl
+from fusechat.eval.questions import BenchPaths
 
 JUDGE = "judge-x"
 MULTI_MARK = "<conversation>"  # only the multi-turn prompts below contain it
@@ -91,8 +96,8 @@ class StubJudge:
     """An OpenAI chat-completions stub: the first ``transient`` requests get HTTP 500, requests after
     ``fail_after`` successes get HTTP 400; the rest get the fixed verdict of their match."""
 
-    def __init__(self, transient=0, fail_after=None):
-        self.transient, self.fail_after = transient, fail_after
+    def __init__(self, transient=0, fail_after=None, verdict=lambda prompt: VERDICTS[key_of_prompt(prompt)]):
+        self.transient, self.fail_after, self.verdict = transient, fail_after, verdict
         self.requests, self.successes, self.lock = [], 0, threading.Lock()
         stub = self
 
@@ -110,7 +115,7 @@ class StubJudge:
                         status, reply = 400, {"error": "quota exceeded"}
                     else:
                         stub.successes += 1
-                        text = VERDICTS[key_of_prompt(body["messages"][1]["content"])]
+                        text = stub.verdict(body["messages"][1]["content"])
                         status, reply = 200, {"choices": [{"index": 0, "message": {"role": "assistant",
                                                                                    "content": text}}]}
                 data = json.dumps(reply).encode()
@@ -272,3 +277,26 @@ def test_missing_inputs_are_named(bench, capsys):
     assert "model 'beta' has no answer to question 111" in capsys.readouterr().err
     assert gen_judgment(judge_args(bench, "http://127.0.0.1:9/v1", "--model-list", "gamma")) == 2
     assert "model_answer/gamma.jsonl" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_mt_bench_script(bench, pivot_path):
+    """scripts/eval_mt_bench.sh MODEL_DIR MODEL_ID: generates; with an endpoint also judges and prints the table."""
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env.update(DATA_DIR=str(bench), JUDGE_MODEL=JUDGE, MAX_NEW_TOKEN="3", PARALLEL="2")
+    command = ["bash", str(root / "scripts" / "eval_mt_bench.sh"), str(pivot_path), "tiny"]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "judging skipped" in run.stderr
+    paths = BenchPaths(bench, "mt_bench")
+    assert sorted(a["question_id"] for a in read_jsonl(paths.answer_file("tiny"))) == [81, 111]
+    with StubJudge(verdict=lambda prompt: "Rating: [[6]]") as stub:
+        env["OPENAI_BASE_URL"] = stub.url
+        run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        assert len(stub.requests) == 4  # two questions, two turns, one model
+    assert sorted((r["model"], r["question_id"], r["turn"]) for r in read_jsonl(paths.judgment_file(JUDGE))) == [
+        ("tiny", 81, 1), ("tiny", 81, 2), ("tiny", 111, 1), ("tiny", 111, 2)]
+    assert re.search(r"########## Average ##########\nmodel +score\ntiny +6\.000000", run.stdout), run.stdout
+    assert (bench / "mt_bench" / "tiny.png").is_file()

@@ -1,0 +1,13 @@
+"""Print MT-Bench mean scores per model, turn and category (and plot them).
+
+    python FuseChat/eval/show_result.py --judge-model gpt-4-0125-preview --plot-file mt_bench.png
+
+Run with --help for every flag; the work is done by fusechat.eval.
+"""
+
+import sys
+
+from fusechat.eval.cli import show_result
+
+if __name__ == "__main__":
+    sys.exit(show_result())

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# AlpacaEval 2.0 generation for one model (DESIGN.md 10); alpaca_eval itself does the judging.
+#
+#   scripts/eval_alpaca.sh MODEL_DIR MODEL_ID
+#
+# With the default template every prompt is the paper's
+#   GPT4 Correct User: {instruction}<|end_of_turn|>GPT4 Correct Assistant:
+# The 805 instructions are not in the repository: alpaca_eval.json of the Hugging Face dataset
+# tatsu-lab/alpaca_eval, saved as $INSTRUCTION_FILE. Output (resumable: rerun after an
+# interruption): $OUTPUT_FILE, a JSON list of {instruction, output, generator, dataset}. Then:
+#   pip install alpaca-eval
+#   alpaca_eval --model_outputs "$OUTPUT_FILE" --annotators_config weighted_alpaca_eval_gpt4_turbo
+# (the AlpacaEval 2.0 judge; it reports the length-controlled win rate).
+set -euo pipefail
+
+if [ $# -ne 2 ]; then
+    echo "usage: $0 MODEL_DIR MODEL_ID" >&2
+    exit 2
+fi
+MODEL_DIR=$1
+MODEL_ID=$2
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PYTHON=${PYTHON:-python}
+INSTRUCTION_FILE=${INSTRUCTION_FILE:-data/alpaca_eval/alpaca_eval.json}
+OUTPUT_FILE=${OUTPUT_FILE:-data/alpaca_eval/model_outputs/$MODEL_ID.json}
+CONV_TEMP=${CONV_TEMP-openchat_3.5}    # set CONV_TEMP= to use the tokenizer's chat template
+MAX_NEW_TOKEN=${MAX_NEW_TOKEN:-2048}
+TEMPERATURE=${TEMPERATURE:-0.0}
+BATCH_SIZE=${BATCH_SIZE:-8}
+
+"$PYTHON" "$ROOT/FuseChat/eval/gen_alpaca_eval.py" \
+    --model-path "$MODEL_DIR" --model-id "$MODEL_ID" \
+    --instruction-file "$INSTRUCTION_FILE" --output-file "$OUTPUT_FILE" \
+    ${CONV_TEMP:+--conv-temp "$CONV_TEMP"} \
+    --max-new-token "$MAX_NEW_TOKEN" --temperature "$TEMPERATURE" --batch-size "$BATCH_SIZE"

@@ -1,0 +1,162 @@
+"""MT-Bench results: mean judge score per model, per turn and per category, as tables and a PNG.
+
+The numbers are those of FastChat's ``show_result.py --mode single``: verdicts without a rating
+(score -1) are left out, every other judgment line counts once; the first- and second-turn means
+are over that turn's judgments and the average over both. The per-category mean is over both
+turns of that category's questions.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputError
+from .jsonl import read_jsonl
+
+MISSING_SCORE = -1
+
+
+@dataclass
+class ScoreTables:
+    """``{model: mean}`` per turn and overall; ``{model: {category: mean}}``; categories in question order."""
+
+    first_turn: dict[str, float] = field(default_factory=dict)
+    second_turn: dict[str, float] = field(default_factory=dict)
+    average: dict[str, float] = field(default_factory=dict)
+    by_category: dict[str, dict[str, float]] = field(default_factory=dict)
+    categories: list[str] = field(default_factory=list)
+    left_out: dict[str, int] = field(default_factory=dict)  # judgments without a rating, per model
+
+    def as_dict(self) -> dict:
+        return {"first_turn": self.first_turn, "second_turn": self.second_turn, "average": self.average,
+                "by_category": self.by_category, "left_out": self.left_out}
+
+
+def load_judgments(path: str | os.PathLike) -> list[dict]:
+    judgments = read_jsonl(path, "judgment file")
+    for lineno, record in enumerate(judgments, 1):
+        for name in ("question_id", "model", "score", "turn"):
+            if name not in record:
+                raise InputError(f"{path}: judgment on line {lineno} lacks {name!r}")
+        score = record["score"]
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise InputError(f"{path}: judgment on line {lineno} has a non-numeric score {score!r}")
+    return judgments
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def score_tables(judgments: list[dict], categories: dict | None = None,
+                 model_list: list[str] | None = None) -> ScoreTables:
+    """Mean scores; ``categories`` maps question_id to category (no category table without it)."""
+    per_turn: dict[tuple[str, int], list[float]] = {}
+    per_model: dict[str, list[float]] = {}
+    per_category: dict[str, dict[str, list[float]]] = {}
+    tables = ScoreTables()
+    for record in judgments:
+        model = record["model"]
+        if model_list is not None and model not in model_list:
+            continue
+        if record["score"] == MISSING_SCORE:
+            tables.left_out[model] = tables.left_out.get(model, 0) + 1
+            continue
+        per_turn.setdefault((model, record["turn"]), []).append(record["score"])
+        per_model.setdefault(model, []).append(record["score"])
+        if categories is not None:
+            if record["question_id"] not in categories:
+                raise InputError(f"judgment of question {record['question_id']} (model {model!r}) names a "
+                                 "question that is not in the question file")
+            category = categories[record["question_id"]]
+            per_category.setdefault(model, {}).setdefault(category, []).append(record["score"])
+    tables.first_turn = _ranked({m: _mean(v) for (m, t), v in per_turn.items() if t == 1})
+    tables.second_turn = _ranked({m: _mean(v) for (m, t), v in per_turn.items() if t == 2})
+    tables.average = _ranked({m: _mean(v) for m, v in per_model.items()})
+    if categories is not None:
+        order = list(dict.fromkeys(categories.values()))
+        tables.categories = [c for c in order if any(c in cats for cats in per_category.values())]
+        tables.by_category = {m: {c: _mean(per_category[m][c]) for c in tables.categories if c in per_category[m]}
+                              for m in tables.average}
+    return tables
+
+
+def _ranked(means: dict[str, float]) -> dict[str, float]:
+    """Highest score first, as show_result sorts; ties by model name."""
+    return dict(sorted(means.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    lines = ["  ".join(str(cell).ljust(w) if i == 0 else str(cell).rjust(w) for i, (cell, w) in
+                       enumerate(zip(row, widths))) for row in [header, *rows]]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def format_tables(tables: ScoreTables, bench_name: str = "mt_bench") -> str:
+    """Text tables: first turn, second turn and average (MT-Bench only, as FastChat), then per category."""
+    sections = [("First turn", tables.first_turn, "1")]
+    if bench_name == "mt_bench":
+        sections += [("Second turn", tables.second_turn, "2"), ("Average", tables.average, None)]
+    out = []
+    for title, means, turn in sections:
+        out.append(f"\n########## {title} ##########")
+        header = ["model", "turn", "score"] if turn else ["model", "score"]
+        out.append(_table(header, [[m, turn, f"{s:.6f}"] if turn else [m, f"{s:.6f}"] for m, s in means.items()]))
+    if tables.categories:
+        out.append("\n########## Per category ##########")
+        rows = [[m] + [f"{tables.by_category[m][c]:.4f}" if c in tables.by_category[m] else "-"
+                       for c in tables.categories] for m in tables.by_category]
+        out.append(_table(["model", *tables.categories], rows))
+    for model, count in tables.left_out.items():
+        out.append(f"note: {count} judgment(s) of {model!r} had no rating (score -1) and are left out")
+    return "\n".join(out).lstrip("\n")
+
+
+# --- the plot ----------------------------------------------------------------------------------------
+
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+
+def plot_category_scores(tables: ScoreTables, path: str | os.PathLike, max_score: float = 10.0) -> None:
+    """A grouped bar chart (category on x, one bar per model, 0..max_score on y) written as PNG."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from ..storage import atomic_file
+
+    if not tables.categories:
+        raise InputError("no per-category scores to plot (the question file gives the categories)")
+    models = list(tables.by_category)
+    font = ImageFont.load_default(size=14)
+    left, right, top, bottom = 60, 20, 40, 70 + 20 * len(models)
+    group = max(90, 24 * len(models) + 30)
+    width, height = left + right + group * len(tables.categories), top + 300 + bottom
+    plot_bottom = top + 300
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((left, 10), "MT-Bench score per category", fill="black", font=font)
+    y_of = lambda score: plot_bottom - 300 * score / max_score  # noqa: E731
+    for tick in range(0, int(max_score) + 1, 2):
+        y = y_of(tick)
+        draw.line([(left, y), (width - right, y)], fill=(220, 220, 220))
+        draw.text((left - 30, y - 8), str(tick), fill="black", font=font)
+    bar = (group - 30) / len(models)
+    for ci, category in enumerate(tables.categories):
+        x0 = left + ci * group + 15
+        for mi, model in enumerate(models):
+            score = tables.by_category[model].get(category)
+            if score is not None:
+                draw.rectangle([x0 + mi * bar, y_of(max(score, 0)), x0 + (mi + 1) * bar - 2, plot_bottom],
+                               fill=PALETTE[mi % len(PALETTE)])
+        draw.text((x0, plot_bottom + 6), category, fill="black", font=font)
+    draw.line([(left, plot_bottom), (width - right, plot_bottom)], fill="black")
+    for mi, model in enumerate(models):
+        y = plot_bottom + 34 + 20 * mi
+        draw.rectangle([left, y, left + 12, y + 12], fill=PALETTE[mi % len(PALETTE)])
+        draw.text((left + 18, y - 2), f"{model} (average {tables.average[model]:.2f})", fill="black", font=font)
+    with atomic_file(Path(path), "wb") as handle:
+        image.save(handle, format="PNG")
