@@ -1,0 +1,88 @@
+"""The training losses of DESIGN.md 8, as pure tensor functions.
+
+The reference builds dense [batch, length, vocab] target distributions and takes a full-vocabulary
+cross-entropy. A target is non-zero only on its top-k ids, so the same loss is
+
+    CE = -sum_k p_k * log_softmax(student)[id_k]
+    KL = sum_k p_k * (log p_k - log_softmax(student)[id_k])
+
+with p = softmax(target logits / temperature) over the list: a gather of k student log-probabilities
+per position instead of a [vocab]-wide product. ``log_probs`` (the student's log-softmax) is
+computed once by the caller and shared with the LM loss.
+
+Averaging: both losses are means over the positions t of the whole batch whose next label
+``labels[t + 1]`` is not -100 (all rows pooled, so a long row weighs more than a short one, as in
+the reference). A batch without such positions gives 0, not NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..schema import IGNORE_INDEX
+
+
+def next_label_mask(labels: torch.Tensor) -> torch.Tensor:
+    """[B, T] bool: position t predicts a labelled token (labels[t + 1] != -100); the last never does."""
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    mask[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return mask
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the True positions of ``mask``, pooled over the batch (0 if none)."""
+    total = torch.where(mask, values, torch.zeros_like(values)).sum()
+    return total / mask.sum().clamp_min(1).to(values.dtype)
+
+
+def lm_loss(log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy, the mean over labelled next tokens of the batch."""
+    mask = next_label_mask(labels)
+    next_ids = labels[:, 1:].clamp_min(0).unsqueeze(-1)
+    nll = -log_probs[:, :-1].gather(-1, next_ids).squeeze(-1)
+    return masked_mean(nll, mask[:, :-1])
+
+
+def target_probabilities(target_logits: torch.Tensor, target_mask: torch.Tensor,
+                         temperature: float = 1.0) -> torch.Tensor:
+    """softmax(logits / temperature) over the valid entries of each [.., K] list; 0 on the others.
+
+    A position with no valid entry (padding) gets all zeros.
+    """
+    scaled = (target_logits / temperature).masked_fill(~target_mask, float("-inf"))
+    return torch.softmax(scaled, dim=-1).masked_fill(~target_mask, 0.0)
+
+
+def sparse_fuse_loss(log_probs: torch.Tensor, labels: torch.Tensor, target_logits: torch.Tensor,
+                     target_ids: torch.Tensor, target_mask: torch.Tensor, temperature: float = 1.0,
+                     loss_type: str = "ce") -> torch.Tensor:
+    """The fuse loss toward top-k targets, equal to the dense formulation of DESIGN.md 8.
+
+    log_probs: [B, T, V] student log-softmax. target_logits, target_ids, target_mask: [B, T, K]
+    (from the collator; ids within a list are distinct). loss_type: "ce" or "kl".
+    """
+    probs = target_probabilities(target_logits.to(log_probs.dtype), target_mask, temperature)
+    # Padding slots point at id 0; zero them so that a -inf log-prob there cannot make 0 * inf.
+    student = log_probs.gather(-1, target_ids).masked_fill(~target_mask, 0.0)
+    per_position = -(probs * student).sum(-1)
+    if loss_type == "kl":
+        per_position = per_position + torch.special.xlogy(probs, probs).sum(-1)
+    elif loss_type != "ce":
+        raise ValueError(f"unknown fuse loss type {loss_type!r}")
+    return masked_mean(per_position, next_label_mask(labels))
+
+
+def rewards(metric_ce) -> torch.Tensor:
+    """exp(-ce) as the reference computes it: 1 / exp(ce) in bfloat16 (so near-equal CEs tie)."""
+    ce = torch.tensor(np.asarray(metric_ce)).to(torch.bfloat16)
+    return torch.reciprocal(torch.exp(ce))
+
+
+def mince_use_source(pivot_metric_ce, source_metric_ce) -> torch.Tensor:
+    """[B] bool: the source's reward is strictly larger (MinCE); ties go to the pivot."""
+    return rewards(source_metric_ce) > rewards(pivot_metric_ce)
+
+
+def weighted_loss(lm: torch.Tensor, fuse: torch.Tensor, lm_loss_weight: float) -> torch.Tensor:
+    return lm_loss_weight * lm + (1.0 - lm_loss_weight) * fuse

@@ -1,0 +1,114 @@
+"""train.py's main(): parse, check the data, train, save (DESIGN.md 8).
+
+The final model goes to output_dir (safetensors) with the tokenizer, whose chat template renders
+the run's conversation template, and the trainer state. The run resumes from the latest
+``checkpoint-*`` in output_dir when there is one.
+
+Debugging: with ``FUSECHAT_LOG_ROW_IDS=1`` every process appends the ids of the rows it collates
+to ``output_dir/row_ids.rank{RANK}.txt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+from ..modeling import check_model_path, load_causal_lm, load_config, load_tokenizer
+from ..templates import chat_template_jinja, get_template, tokenizer_adds_bos
+from .arguments import parse_args
+from .collator import TrainCollator
+from .datasets import build_sets
+from .trainer import FuseTrainer
+
+logger = logging.getLogger(__name__)
+
+ROW_LOG_ENV = "FUSECHAT_LOG_ROW_IDS"
+STAGING = ".final_model.tmp"
+
+
+def attach_chat_template(tokenizer, conv_temp: str) -> None:
+    tokenizer.chat_template = chat_template_jinja(get_template(conv_temp), tokenizer.eos_token,
+                                                  tokenizer_adds_bos(tokenizer))
+
+
+def row_log_path(output_dir: str) -> str | None:
+    if os.environ.get(ROW_LOG_ENV, "") in ("", "0"):
+        return None
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    return str(Path(output_dir) / f"row_ids.rank{os.environ.get('RANK', '0')}.txt")
+
+
+def main(argv: list[str] | None = None):
+    """Train; return the Trainer (its ``state`` holds the logged losses)."""
+    from transformers import Trainer
+    from transformers.trainer_utils import get_last_checkpoint
+
+    model_args, data_args, args = parse_args(argv)
+    check_model_path(model_args.model_name_or_path)
+    config = load_config(model_args.model_name_or_path, args.model_max_length, args.cache_dir)
+    tokenizer = load_tokenizer(model_args.model_name_or_path, args.model_max_length, args.cache_dir)
+    attach_chat_template(tokenizer, data_args.conv_temp)
+    # All data checks happen here, before the model is loaded.
+    train_set, eval_set = build_sets(data_args, args, tokenizer, config.vocab_size)
+    collator = TrainCollator(tokenizer.pad_token_id, args.model_max_length, args.pad_to_multiple_of,
+                             fuse=args.do_fuse, fuse_with_ref_model=args.fuse_with_ref_model,
+                             row_log_path=row_log_path(args.output_dir))
+
+    # As the reference: weights in bfloat16 under --bf16; fp16 autocast needs float32 weights.
+    model = load_causal_lm(model_args.model_name_or_path, args.model_max_length,
+                           load_in_half="bf16" if args.bf16 else "none",
+                           flash_attn=args.flash_attn_transformers, cache_dir=args.cache_dir)
+    model.config.use_cache = False
+    trainer_class = FuseTrainer if args.do_fuse else Trainer
+    trainer = trainer_class(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                            data_collator=collator, processing_class=tokenizer)
+
+    checkpoint = args.resume_from_checkpoint
+    if checkpoint is None and Path(args.output_dir).is_dir():
+        checkpoint = get_last_checkpoint(args.output_dir)
+    if checkpoint:
+        logger.info("resuming from %s", checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
+
+    model.config.use_cache = True
+    save_final(trainer, args.output_dir)
+    return trainer
+
+
+def save_final(trainer, output_dir: str) -> None:
+    """Model, tokenizer and trainer state into output_dir, each file moved into place when complete.
+
+    ``save_model`` runs on every process (FSDP gathers the full state dict); only the main process
+    writes. config.json moves last, so a folder with a config holds a whole model.
+    """
+    staging = Path(output_dir) / STAGING
+    if trainer.is_world_process_zero() and staging.exists():
+        shutil.rmtree(staging)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))
+    if trainer.is_world_process_zero():
+        trainer.state.save_to_json(str(staging / "trainer_state.json"))
+        files = sorted(staging.iterdir(), key=lambda p: p.name == "config.json")
+        for path in files:
+            target = Path(output_dir) / path.name
+            if path.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            os.replace(path, target)
+        staging.rmdir()
+    trainer.accelerator.wait_for_everyone()
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """Entry point of FuseChat/train/train.py: bad input is one clear line and exit status 2."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
+                        stream=sys.stderr)
+    try:
+        main(argv)
+    except InputError as exc:
+        print(f"train.py: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
