@@ -196,6 +196,9 @@ def test_alpaca_eval_outputs_and_resume(tmp_path, pivot_path, pivot_model, openc
         {"instruction": "Count to three.", "output": expected[2], "generator": "tiny-gen", "dataset": "vicuna"},
     ]
     assert not partial_path(output_file).exists()
+    # a finished run is not redone, not even with a model folder that would fail to load
+    assert gen_alpaca_eval([a if a != str(pivot_path) else str(tmp_path / "gone") for a in args]) == 0
+    assert json.loads(output_file.read_text()) == outputs
 
 
 def test_alpaca_eval_bad_inputs(tmp_path, pivot_path, capsys):
@@ -209,3 +212,7 @@ def test_alpaca_eval_bad_inputs(tmp_path, pivot_path, capsys):
     partial_path(tmp_path / "o.json").write_text(json.dumps({"index": 0, "instruction": "other", "output": "x"}) + "\n")
     assert gen_alpaca_eval(args) == 2
     assert "does not belong to this instruction file" in capsys.readouterr().err
+    partial_path(tmp_path / "o.json").unlink()
+    (tmp_path / "o.json").write_text(json.dumps([{"instruction": "different", "output": "x", "generator": "g"}]))
+    assert gen_alpaca_eval(args) == 2
+    assert "holds outputs for other instructions" in capsys.readouterr().err

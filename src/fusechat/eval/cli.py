@@ -187,7 +187,8 @@ def _gen_alpaca_eval(argv) -> None:
     args = parser.parse_args(argv)
     output_file = args.output_file or f"data/alpaca_eval/model_outputs/{args.model_id}.json"
     instructions = load_instructions(args.instruction_file)
-    generator = load_generator(args.model_path, args.conv_temp, args.dtype, batch_size=args.batch_size)
-    outputs = generate_alpaca_outputs(generator, instructions, output_file, args.model_id,
-                                      max_new_tokens=args.max_new_token, temperature=args.temperature, seed=args.seed)
+    outputs = generate_alpaca_outputs(
+        lambda: load_generator(args.model_path, args.conv_temp, args.dtype, batch_size=args.batch_size),
+        instructions, output_file, args.model_id, max_new_tokens=args.max_new_token, temperature=args.temperature,
+        seed=args.seed)
     print(f"{len(outputs)} outputs in {output_file}")

@@ -243,6 +243,8 @@ def _worker(gpu_ids: list[int], load_kwargs: dict, questions: list[dict], answer
         answer_questions(generator, questions, on_answer=lambda record: results.put(("answer", record)),
                          show_progress=False, **answer_kwargs)
         results.put(("done", None))
+    except InputError as exc:
+        results.put(("input_error", str(exc)))
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises
         results.put(("error", traceback.format_exc()))
 
@@ -272,6 +274,8 @@ def _run_workers(shares: list[list[dict]], num_gpus_per_model: int, load_kwargs:
                     progress.update(1)
                 elif kind == "done":
                     running -= 1
+                elif kind == "input_error":
+                    raise InputError(payload)
                 else:
                     raise RuntimeError(f"answer-generation worker failed:\n{payload}")
     finally:

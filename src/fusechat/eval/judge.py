@@ -11,11 +11,11 @@ judged, so an interrupted run loses nothing finished.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
 import re
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -240,7 +240,7 @@ class ChatCompletionsClient:
                 if exc.code not in RETRY_STATUS:
                     raise JudgeAPIError(f"judge endpoint {self._url()} answered HTTP {exc.code}: {detail}") from exc
                 last_error, retry_after = f"HTTP {exc.code}: {detail}", exc.headers.get("Retry-After")
-            except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError) as exc:
+            except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
                 last_error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
             except json.JSONDecodeError as exc:
                 last_error = f"a reply that is not JSON ({exc})"
