@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -272,8 +273,9 @@ def parse_args(argv: list[str] | None = None):
 
     argv = list(sys.argv[1:] if argv is None else argv)
     argv, notices = translate_legacy_flags(argv)
-    for notice in notices:
-        logger.warning(notice)
+    if os.environ.get("RANK", "0") == "0":  # once per run, not once per process
+        for notice in notices:
+            logger.warning(notice)
     model_args, data_args, training_args = make_parser().parse_args_into_dataclasses(args=argv)
     if not model_args.model_name_or_path:
         raise InputError("--model_name_or_path is required")
