@@ -122,6 +122,9 @@ class ChatGenerator:
         """One reply per conversation, in input order. Longest prompts are batched together."""
         import torch
 
+        if temperature < 0:
+            raise InputError(f"temperature must be at least 0, got {temperature}")
+
         prompts = [self.prompt_format.prompt_ids(messages) for messages in conversations]
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         config = self._generation_config(temperature, max_new_tokens)

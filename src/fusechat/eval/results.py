@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from ..storage import atomic_file
 from .jsonl import read_jsonl
 
 MISSING_SCORE = -1
@@ -124,9 +125,10 @@ PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 
 def plot_category_scores(tables: ScoreTables, path: str | os.PathLike, max_score: float = 10.0) -> None:
     """A grouped bar chart (category on x, one bar per model, 0..max_score on y) written as PNG."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    from ..storage import atomic_file
+    try:
+        from PIL import Image, ImageDraw, ImageFont
+    except ImportError as exc:
+        raise InputError("--plot-file needs Pillow (pip install 'pillow>=10.1')") from exc
 
     if not tables.categories:
         raise InputError("no per-category scores to plot (the question file gives the categories)")
