@@ -10,7 +10,7 @@ conversations the pivot won, it is the pivot's list. ``source_chosen`` [B] recor
 
 Input: a list of row dicts (Python lists, as any map-style dataset gives them) or a pyarrow Table
 of the batch's rows (what :class:`fusechat.training.datasets.ArrowRows` gives: no Python objects
-per element, the fast path). Everything is computed with whole-batch numpy operations.
+per element, the fast path). The work is numpy operations on whole rows, never on single entries.
 """
 
 from __future__ import annotations
@@ -43,78 +43,93 @@ def _array(table: pa.Table, name: str) -> pa.Array:
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
-def _lengths(array: pa.Array) -> np.ndarray:
+def list_lengths(array: pa.Array) -> np.ndarray:
+    """Entries of each list of a list array (0 for a null list)."""
     return pc.list_value_length(array).fill_null(0).to_numpy().astype(np.int64)
 
 
-def _values(array: pa.Array, dtype) -> np.ndarray:
+def flat_values(array: pa.Array, dtype=None) -> np.ndarray:
+    """The entries of all lists of a list array, end to end (in their stored dtype by default)."""
     flat = array.flatten()
-    if pa.types.is_null(flat.type):  # every list of the batch is empty
-        return np.zeros(len(flat), dtype)
-    return flat.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+    if pa.types.is_null(flat.type):  # every list is empty
+        return np.zeros(len(flat), dtype or np.float32)
+    return flat.to_numpy(zero_copy_only=False).astype(dtype or flat.type.to_pandas_dtype(), copy=False)
 
 
 @dataclass(frozen=True)
 class TopK:
-    """The top-k lists of one column pair for a batch: per-position list lengths and flat values."""
+    """The top-k lists of one column pair for a batch, one padded row per position.
 
-    positions: np.ndarray  # [B] number of positions per row
-    lengths: np.ndarray  # [sum positions] entries per position
-    logits: np.ndarray  # [sum lengths] float32
-    ids: np.ndarray  # [sum lengths] int64
+    Positions of all rows follow each other (P in total); ``logits`` and ``ids`` are [P, k] in the
+    stored dtypes, padded with zeros after each list's ``lengths[p]`` entries.
+    """
+
+    positions: np.ndarray  # [B] positions per row
+    lengths: np.ndarray  # [P] entries per position
+    logits: np.ndarray  # [P, k]
+    ids: np.ndarray  # [P, k]
 
     @classmethod
     def from_table(cls, table: pa.Table, logits_column: str, ids_column: str) -> "TopK":
         logits, ids = _array(table, logits_column), _array(table, ids_column)
-        positions = _lengths(logits)
-        if not np.array_equal(positions, _lengths(ids)):
-            row = int(np.flatnonzero(positions != _lengths(ids))[0])
+        positions = list_lengths(logits)
+        if not np.array_equal(positions, list_lengths(ids)):
+            row = int(np.flatnonzero(positions != list_lengths(ids))[0])
             raise InputError(f"batch row {row} ({_row_name(table, row)}): {logits_column} and {ids_column} "
                              f"have different numbers of positions")
         inner_logits, inner_ids = logits.flatten(), ids.flatten()
-        lengths = _lengths(inner_logits)
-        if not np.array_equal(lengths, _lengths(inner_ids)):
+        lengths = list_lengths(inner_logits)
+        if not np.array_equal(lengths, list_lengths(inner_ids)):
             raise InputError(f"{_row_name(table, None)}: a position of {logits_column} and {ids_column} "
                              f"has lists of different lengths")
-        return cls(positions, lengths, _values(inner_logits, np.float32), _values(inner_ids, np.int64))
+        return cls(positions, lengths, _pad_lists(inner_logits, lengths), _pad_lists(inner_ids, lengths))
 
 
-def row_positions(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For the elements of rows of ``lengths`` laid end to end: their row and their index in the row."""
-    rows = np.repeat(np.arange(len(lengths)), lengths)
-    starts = np.cumsum(lengths) - lengths
-    return rows, np.arange(int(lengths.sum())) - np.repeat(starts, lengths)
+def _pad_lists(array: pa.Array, lengths: np.ndarray) -> np.ndarray:
+    """A list array as [P, longest list], zero padded (a plain reshape when all lists are full)."""
+    k = int(lengths.max(initial=0))
+    values = flat_values(array)
+    if (lengths == k).all():
+        return values.reshape(len(lengths), k)
+    out = np.zeros((len(lengths), k), values.dtype)
+    out[np.arange(k) < lengths[:, None]] = values  # row-major order: each list fills its row's start
+    return out
 
 
 def pad_rows(values: np.ndarray, lengths: np.ndarray, width: int, limit: int, fill, dtype) -> np.ndarray:
-    """Rows of ``lengths`` (flat ``values``) as a [B, width] array; rows are cut at ``limit`` <= width."""
+    """Rows of ``lengths`` laid end to end in ``values`` as a [B, width] array, cut at ``limit`` <= width.
+
+    A batch has a few rows, so one slice copy per row suffices.
+    """
     out = np.full((len(lengths), width), fill, dtype=dtype)
-    rows, index = row_positions(lengths)
-    keep = index < limit
-    out[rows[keep], index[keep]] = values[keep]
+    end = np.cumsum(lengths)
+    for row, (start, length) in enumerate(zip(end - lengths, lengths)):
+        kept = min(int(length), limit)
+        out[row, :kept] = values[start:start + kept]
     return out
 
 
 def topk_targets(lengths: np.ndarray, width: int, limit: int, pivot: TopK, source: TopK,
                  use_source: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """[B, width, K] logits, ids and validity mask of each position's chosen list (rows cut at ``limit``)."""
-    rows, index = row_positions(lengths)
-    take_source = use_source[rows] & (source.lengths > 0)  # EMPTY falls back to the pivot
-    chosen = np.where(take_source, source.lengths, pivot.lengths) * (index < limit)
-    # The chosen list of a position is a slice of the concatenated pivot + source values.
-    pivot_starts = np.cumsum(pivot.lengths) - pivot.lengths
-    source_starts = np.cumsum(source.lengths) - source.lengths + len(pivot.logits)
-    starts = np.where(take_source, source_starts, pivot_starts)
-    k = max(1, int(chosen.max(initial=0)))
-    position, slot = row_positions(chosen)
-    taken = starts[position] + slot
-    at = (rows[position], index[position], slot)
-    logits = np.zeros((len(lengths), width, k), np.float32)
-    ids = np.zeros((len(lengths), width, k), np.int64)
-    mask = np.zeros((len(lengths), width, k), bool)
-    logits[at] = np.concatenate([pivot.logits, source.logits])[taken]
-    ids[at] = np.concatenate([pivot.ids, source.ids])[taken]
-    mask[at] = True
+    """[B, width, K] logits, ids and validity mask of each position's chosen list (rows cut at ``limit``).
+
+    Written row by row straight into the outputs (a batch has a few rows): the pivot's lists, then
+    the source's over them where the source is taken, then zeros past each chosen list's end.
+    """
+    k = max(1, pivot.logits.shape[1], source.logits.shape[1])
+    shape = (len(lengths), width, k)
+    logits, ids, mask = np.zeros(shape, np.float32), np.zeros(shape, np.int64), np.zeros(shape, bool)
+    slots = np.arange(k)
+    for row, start in enumerate(np.cumsum(lengths) - lengths):
+        span = slice(start, start + min(int(lengths[row]), limit))
+        n = span.stop - span.start
+        take = (source.lengths[span] > 0) & bool(use_source[row])  # EMPTY falls back to the pivot
+        mask[row, :n] = slots < np.where(take, source.lengths[span], pivot.lengths[span])[:, None]
+        for out, from_pivot, from_source in ((logits, pivot.logits, source.logits), (ids, pivot.ids, source.ids)):
+            target = out[row, :n]
+            target[:, :from_pivot.shape[1]] = from_pivot[span]
+            np.copyto(target[:, :from_source.shape[1]], from_source[span], where=take[:, None])
+            np.copyto(target, 0, where=~mask[row, :n])
     return logits, ids, mask
 
 
@@ -148,17 +163,16 @@ class TrainCollator:
     def __call__(self, features) -> dict[str, torch.Tensor]:
         table = as_table(features)
         input_ids = _array(table, "input_ids")
-        lengths = _lengths(input_ids)
+        lengths = list_lengths(input_ids)
         width, limit = self.padded_width(lengths)
         if "attention_mask" in table.column_names:
-            attention = _values(_array(table, "attention_mask"), np.int64)
+            attention = flat_values(_array(table, "attention_mask"))
         else:
             attention = np.ones(int(lengths.sum()), np.int64)
         batch = {
-            "input_ids": pad_rows(_values(input_ids, np.int64), lengths, width, limit, self.pad_token_id, np.int64),
+            "input_ids": pad_rows(flat_values(input_ids), lengths, width, limit, self.pad_token_id, np.int64),
             "attention_mask": pad_rows(attention, lengths, width, limit, 0, np.int64),
-            "labels": pad_rows(_values(_array(table, "labels"), np.int64), lengths, width, limit, IGNORE_INDEX,
-                               np.int64),
+            "labels": pad_rows(flat_values(_array(table, "labels")), lengths, width, limit, IGNORE_INDEX, np.int64),
         }
         batch = {name: torch.from_numpy(array) for name, array in batch.items()}
         if self.fuse:

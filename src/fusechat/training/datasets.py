@@ -29,6 +29,7 @@ from ..schema import (FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, IGNORE_I
                       METRIC_CE, PER_STEP_FUSED_METRIC_CE, TOKEN_COLUMNS, train_split)
 from ..storage import load_dataset_dir, split_paths
 from ..templates import encode_rendered, get_template, render_conversation
+from .collator import flat_values, list_lengths
 
 logger = logging.getLogger(__name__)
 
@@ -101,23 +102,23 @@ def _check_batch(batch: pa.RecordBatch, first_row: int, where: str, req: SetRequ
         if column.null_count:
             fail(int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0]), f"{name} is null")
     input_ids = batch.column("input_ids")
-    lengths = _lengths(input_ids)
+    lengths = list_lengths(input_ids)
     if (lengths == 0).any():
         fail(int(np.flatnonzero(lengths == 0)[0]), "input_ids is empty")
     for name in ("labels", "attention_mask"):
-        other = _lengths(batch.column(name))
+        other = list_lengths(batch.column(name))
         if not np.array_equal(other, lengths):
             row = int(np.flatnonzero(other != lengths)[0])
             fail(row, f"{name} has {other[row]} entries but input_ids has {lengths[row]}")
 
     vocab = req.vocab_size
-    ids = _values(input_ids)
+    ids = flat_values(input_ids)
     bad = np.flatnonzero((ids < 0) | (ids >= vocab))
     if len(bad):
         fail(_row_of(input_ids, bad[0]), f"input_ids hold id {ids[bad[0]]}, outside the model's vocabulary of "
                                          f"{vocab} ids: the set was made with another tokenizer (vocabulary size "
                                          f"mismatch with the model)")
-    labels = _values(batch.column("labels"))
+    labels = flat_values(batch.column("labels"))
     bad = np.flatnonzero((labels != IGNORE_INDEX) & ((labels < 0) | (labels >= vocab)))
     if len(bad):
         fail(_row_of(batch.column("labels"), bad[0]), f"labels hold id {labels[bad[0]]}, outside the model's "
@@ -126,22 +127,22 @@ def _check_batch(batch: pa.RecordBatch, first_row: int, where: str, req: SetRequ
     for logits_name, ids_name in req.topk_pairs:
         logits_col, ids_col = batch.column(logits_name), batch.column(ids_name)
         for name, column in ((logits_name, logits_col), (ids_name, ids_col)):
-            positions = _lengths(column)
+            positions = list_lengths(column)
             if not np.array_equal(positions, lengths):
                 row = int(np.flatnonzero(positions != lengths)[0])
                 fail(row, f"{name} has {positions[row]} positions but input_ids has {lengths[row]}")
         inner_logits, inner_ids = logits_col.flatten(), ids_col.flatten()
-        mismatch = np.flatnonzero(_lengths(inner_logits) != _lengths(inner_ids))
+        mismatch = np.flatnonzero(list_lengths(inner_logits) != list_lengths(inner_ids))
         if len(mismatch):
             row, t = _row_and_position(logits_col, mismatch[0])
             fail(row, f"position {t}: {logits_name} and {ids_name} lists differ in length")
-        target_ids = _values(inner_ids)
+        target_ids = flat_values(inner_ids)
         bad = np.flatnonzero((target_ids < 0) | (target_ids >= vocab))
         if len(bad):
             row, t = _row_and_position(ids_col, _parent(inner_ids)[bad[0]])
             fail(row, f"{ids_name} at position {t} holds target id {target_ids[bad[0]]}, outside the model's "
                       f"vocabulary of {vocab} ids")
-        target_logits = _values(inner_logits)
+        target_logits = flat_values(inner_logits)
         bad = np.flatnonzero(np.isnan(target_logits) | (target_logits == np.inf))
         if len(bad):
             row, t = _row_and_position(logits_col, _parent(inner_logits)[bad[0]])
@@ -152,17 +153,6 @@ def _check_batch(batch: pa.RecordBatch, first_row: int, where: str, req: SetRequ
         if np.isnan(metric).any():
             fail(int(np.flatnonzero(np.isnan(metric))[0]), f"{name} is NaN; run filter_nan on the set first")
     return int((lengths > req.model_max_length).sum())
-
-
-def _lengths(array: pa.Array) -> np.ndarray:
-    return pc.list_value_length(array).to_numpy(zero_copy_only=False).astype(np.int64)
-
-
-def _values(array: pa.Array) -> np.ndarray:
-    flat = array.flatten()
-    if pa.types.is_null(flat.type):
-        return np.zeros(len(flat))
-    return flat.to_numpy(zero_copy_only=False)
 
 
 def _parent(array: pa.Array) -> np.ndarray:
@@ -176,7 +166,7 @@ def _row_of(array: pa.Array, element: int) -> int:
 def _row_and_position(array: pa.Array, position: int) -> tuple[int, int]:
     """Row and index in its row of entry ``position`` of the flattened list column ``array``."""
     row = int(_parent(array)[position])
-    starts = np.cumsum(_lengths(array)) - _lengths(array)
+    starts = np.cumsum(list_lengths(array)) - list_lengths(array)
     return row, int(position - starts[row])
 
 
