@@ -1,20 +1,27 @@
-"""The shape rules every FuseChat merge applies before any arithmetic (DESIGN.md 9, step 1).
+"""How inputs enter a FuseChat merge: shape rules, arithmetic dtype, chunks.
 
-A target whose tensor has the base's shape is used as is. For embedding and lm_head tensors a
-larger target contributes its leading block of the base's shape (the extra rows are tokens the
-pivot does not have). Any other mismatch drops that target for that tensor only, with a warning.
+Shape rules (DESIGN.md 9, step 1): a target whose tensor has the base's shape is used as is. For
+embedding and lm_head tensors a larger target contributes its leading block of the base's shape
+(the extra rows are tokens the pivot does not have). Any other mismatch drops that target for that
+tensor only, with a warning.
+
+Arithmetic runs in float64, so rounding the result once to the base's dtype is the only error that
+shows, even where the result nearly cancels (float32 arithmetic would miss one bfloat16 ulp there);
+element-wise passes go chunk by chunk, of a size whose temporaries stay in cache.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Hashable, Sequence
+from typing import Hashable, Iterator, Sequence
 
 import torch
 
 logger = logging.getLogger(__name__)
 
 VOCABULARY_MARKERS = ("embed_tokens", "lm_head")
+CHUNK = 1 << 16  # elements per chunk of the element-wise passes
+WIDE = torch.float64  # the arithmetic dtype
 
 
 def is_vocabulary_tensor(name: str | None) -> bool:
@@ -50,3 +57,9 @@ def aligned_tensors(base: torch.Tensor, tensors: Sequence[torch.Tensor], name: s
                            tuple(tensor.shape), tuple(base.shape))
     return kept
 
+
+
+def chunks(numel: int, size: int | None = None) -> Iterator[slice]:
+    size = size or CHUNK
+    for start in range(0, numel, size):
+        yield slice(start, min(start + size, numel))

@@ -2,7 +2,7 @@
 
 Per tensor, with base = pivot and targets = the pairwise-fused models:
 
-1. deltas ``d_i = W_i - W_base`` (shape rules of ``shapes.aligned_tensors``);
+1. deltas ``d_i = W_i - W_base`` (shape rules of ``inputs.aligned_tensors``);
 2. select: only if ``select_topk < 1``, a mask of the ``int(select_topk * count_nonzero(v))``
    elements of largest population variance ``v`` of the deltas across models (ties at the
    threshold go to the earlier elements in row-major order);
@@ -14,9 +14,9 @@ The mask shapes the weights only: the full deltas are merged. mergekit's built-i
 zeroes the unselected delta elements before electing signs and merging; mergekit/README.md works
 through an example where the two differ.
 
-Arithmetic runs in float64 and the result is rounded once to the base's dtype. The deltas are
-recomputed from the inputs one model at a time, so memory holds a handful of float64 tensors of
-one parameter's size however many targets there are.
+Deltas are made chunk by chunk from the inputs (``inputs.chunks``, in float64), so
+besides the inputs and the output the memory holds the variance (one value per element, only when
+selecting) and one chunk's deltas.
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ from typing import Hashable, Sequence
 import torch
 
 from ..errors import InputError
-from .shapes import aligned_tensors
-
-EXACT = torch.float64
+from .inputs import WIDE, aligned_tensors, chunks
 
 
 def selection_count(select_topk: float, nonzero: int) -> int:
@@ -36,39 +34,24 @@ def selection_count(select_topk: float, nonzero: int) -> int:
     return int(select_topk * nonzero)
 
 
-class _Deltas:
-    """``d_i = W_i - W_base`` in float64, made on demand (flattened)."""
-
-    def __init__(self, base: torch.Tensor, targets: Sequence[torch.Tensor]):
-        self.base = base.reshape(-1)
-        self.targets = [target.to(base.dtype).reshape(-1) for target in targets]  # W_i in the base dtype
-        self.base64 = self.base.to(EXACT)
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __iter__(self):
-        for target in self.targets:
-            yield target.to(EXACT).sub_(self.base64)
-
-    def at(self, index: int, positions: torch.Tensor) -> torch.Tensor:
-        return self.targets[index][positions].to(EXACT) - self.base64[positions]
+def chunk_deltas(base: torch.Tensor, targets: Sequence[torch.Tensor], part: slice | torch.Tensor) -> torch.Tensor:
+    """``[n, len(part)]`` float64 deltas of flat inputs over one chunk (or at given positions)."""
+    base_part = base[part].to(WIDE)
+    return torch.stack([target[part].to(WIDE).sub_(base_part) for target in targets])
 
 
-def population_variance(deltas: _Deltas) -> torch.Tensor:
-    n = len(deltas)
-    mean = sum_of(deltas) / n
-    variance = torch.zeros_like(mean)
-    for delta in deltas:
-        variance.add_(delta.sub_(mean).square_())
-    return variance.div_(n)
-
-
-def sum_of(deltas: _Deltas) -> torch.Tensor:
-    total = torch.zeros_like(deltas.base64)
-    for delta in deltas:
+def sum_over_models(deltas: torch.Tensor) -> torch.Tensor:
+    """``sum_i d_i``, added model by model in order (so equal inputs give equal sums)."""
+    total = deltas[0].clone()
+    for delta in deltas[1:]:
         total.add_(delta)
     return total
+
+
+def population_variance(deltas: torch.Tensor) -> torch.Tensor:
+    """Two-pass population variance across models (dimension 0)."""
+    mean = sum_over_models(deltas).div_(len(deltas))
+    return sum_over_models((deltas - mean).square_()).div_(len(deltas))
 
 
 def top_positions(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -80,39 +63,40 @@ def top_positions(values: torch.Tensor, k: int) -> torch.Tensor:
     return torch.cat([above, ties])
 
 
-def sce_weights(deltas: _Deltas, select_topk: float = 1.0) -> torch.Tensor:
-    """Steps 2 and 3: one float64 weight per target, summing to 1."""
-    n, numel = len(deltas), deltas.base.numel()
+def sce_weights(base: torch.Tensor, targets: Sequence[torch.Tensor], select_topk: float = 1.0) -> torch.Tensor:
+    """Steps 2 and 3 for flat inputs of equal dtype: one float64 weight per target, summing to 1."""
+    n, numel = len(targets), base.numel()
     if select_topk < 1:
-        variance = population_variance(deltas)
+        variance = torch.empty(numel, dtype=WIDE, device=base.device)
+        for part in chunks(numel):
+            variance[part] = population_variance(chunk_deltas(base, targets, part))
         k = selection_count(select_topk, int(torch.count_nonzero(variance)))
         if k == 0:
-            weights = torch.zeros(n, dtype=EXACT)
+            weights = torch.zeros(n, dtype=WIDE, device=base.device)
         else:
-            # Sum over the selected positions only instead of multiplying by a full-size mask.
+            # Squared deltas at the selected positions only, instead of a full-size mask.
             positions = top_positions(variance, k)
             del variance
-            weights = torch.stack([deltas.at(i, positions).square().sum() for i in range(n)]) / numel
+            weights = chunk_deltas(base, targets, positions).square_().sum(dim=1) / numel
     else:
-        weights = torch.stack([delta.square_().sum() for delta in deltas]) / numel
-    total = weights.sum()
-    if total == 0:
-        return torch.full((n,), 1.0 / n, dtype=EXACT)
-    return weights / total
+        weights = torch.zeros(n, dtype=WIDE, device=base.device)
+        for part in chunks(numel):
+            weights += chunk_deltas(base, targets, part).square_().sum(dim=1)
+        weights /= numel
+    weight_sum = weights.sum()
+    if weight_sum == 0:
+        return torch.full((n,), 1.0 / n, dtype=WIDE, device=base.device)
+    return weights / weight_sum
 
 
-def erase_and_merge(deltas: _Deltas, weights: torch.Tensor) -> torch.Tensor:
-    """Steps 4 and 5: the weighted mean of the deltas that agree with the majority sign."""
-    majority = torch.where(sum_of(deltas) >= 0, 1.0, -1.0).to(EXACT)
-    numerator = torch.zeros_like(majority)
-    divisor = torch.zeros_like(majority)
-    for delta, weight in zip(deltas, weights.tolist()):
-        # sign(0) = 0 never equals +-1, so zero deltas are never kept.
-        kept = torch.sign(delta).eq_(majority).to(EXACT).mul_(weight)
-        numerator.addcmul_(kept, delta)
-        divisor.add_(kept)
+def erase_and_merge(deltas: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Steps 4 and 5 on one chunk: the weighted mean of the deltas that agree with the majority sign."""
+    majority = torch.where(sum_over_models(deltas) >= 0, 1.0, -1.0).to(WIDE)
+    # sign(0) = 0 never equals +-1, so zero deltas are never kept.
+    kept = (torch.sign(deltas) == majority).to(WIDE).mul_(weights[:, None])
+    divisor = sum_over_models(kept)
     divisor[divisor == 0] = 1
-    return numerator.div_(divisor)
+    return sum_over_models(kept.mul_(deltas)).div_(divisor)
 
 
 def fusechat_sce(base: torch.Tensor, targets: Sequence[torch.Tensor], select_topk: float = 1.0,
@@ -123,7 +107,12 @@ def fusechat_sce(base: torch.Tensor, targets: Sequence[torch.Tensor], select_top
     kept = aligned_tensors(base, targets, name, labels)
     if not kept or base.numel() == 0:
         return base.clone()
-    deltas = _Deltas(base, [tensor for _, tensor in kept])
-    weights = sce_weights(deltas, select_topk)
-    merged = erase_and_merge(deltas, weights).add_(deltas.base64)
-    return merged.reshape(base.shape).to(base.dtype)
+    flat_base = base.reshape(-1)
+    # "W_i cast to the base dtype" first, so mixed-precision inputs round the way the base does.
+    flat_targets = [tensor.to(base.dtype).reshape(-1) for _, tensor in kept]
+    weights = sce_weights(flat_base, flat_targets, select_topk)
+    out = torch.empty_like(flat_base)
+    for part in chunks(flat_base.numel()):
+        merged = erase_and_merge(chunk_deltas(flat_base, flat_targets, part), weights)
+        out[part] = merged.add_(flat_base[part].to(merged.dtype)).to(base.dtype)
+    return out.reshape(base.shape)

@@ -14,7 +14,7 @@ from typing import Hashable, Sequence
 import torch
 
 from ..errors import InputError
-from .shapes import aligned_tensors
+from .inputs import WIDE, aligned_tensors, chunks
 
 GRANULARITIES = ("tensor", "module", "layer", "model")
 _LAYER = re.compile(r"^(?P<prefix>.*?\.layers\.(?P<index>\d+))\.(?P<module>[^.]+)")
@@ -42,11 +42,15 @@ def group_key(name: str, granularity: str) -> str:
 
 
 def tensor_variation(base: torch.Tensor, target: torch.Tensor) -> float:
-    """``mean((target - base)^2)`` in double precision."""
+    """``mean((target - base)^2)``, summed in double precision chunk by chunk."""
     if base.numel() == 0:
         return 0.0
-    delta = target.to(torch.float64) - base.to(torch.float64)
-    return float(delta.square().mean())
+    flat_base, flat_target = base.reshape(-1), target.to(base.dtype).reshape(-1)
+    total = 0.0
+    for part in chunks(flat_base.numel()):
+        delta = flat_target[part].to(WIDE).sub_(flat_base[part].to(WIDE))
+        total += float(delta.square_().sum())
+    return total / base.numel()
 
 
 def varm_weights(variations: Sequence[float], softmax: bool = False, temperature: float = 1.0) -> torch.Tensor:
@@ -76,9 +80,12 @@ def fusechat_varm(base: torch.Tensor, targets: Sequence[torch.Tensor], variation
         r = [tensor_variation(base, tensor) for _, tensor in kept]
     else:
         r = [variations[index] for index, _ in kept]
-    weights = varm_weights(r, softmax, temperature)
-    # Accumulated in float64 and rounded once to the base's dtype.
-    merged = torch.zeros(base.shape, dtype=torch.float64, device=base.device)
-    for weight, (_, tensor) in zip(weights.tolist(), kept):
-        merged.add_(tensor.to(base.dtype).to(torch.float64), alpha=weight)
-    return merged.to(base.dtype)
+    weights = varm_weights(r, softmax, temperature).tolist()
+    flat = [tensor.to(base.dtype).reshape(-1) for _, tensor in kept]
+    out = torch.empty_like(base).reshape(-1)
+    for part in chunks(out.numel()):
+        merged = torch.zeros(part.stop - part.start, dtype=WIDE, device=base.device)
+        for weight, tensor in zip(weights, flat):
+            merged.add_(tensor[part].to(merged.dtype), alpha=weight)
+        out[part] = merged.to(base.dtype)
+    return out.reshape(base.shape)

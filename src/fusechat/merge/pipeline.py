@@ -1,0 +1,159 @@
+"""``fusechat-merge``'s work: check the config, run mergekit's ``run_merge`` into a staging folder,
+give the result the pivot's tokenizer, then move it into place.
+
+Two rules of DESIGN.md 9 need more than a per-tensor kernel inside mergekit:
+
+* leading block: mergekit refuses inputs of unequal shapes before any method sees them. When a
+  FuseChat method's targets have more vocabulary rows than the pivot (and the config does not
+  align vocabularies by token with a ``tokenizer:`` section), the run turns on mergekit's
+  ``unsafe_truncate_embeddings``, which keeps the common leading rows, that is the pivot's block.
+  A target with fewer rows than the pivot has no such block: that is an input error.
+* VaRM at module/layer/model granularity needs every tensor's variation before merging the
+  first one: a first streaming pass (``varm_analysis.variation_statistics``) computes them and
+  hands each target its group sums as the per-model parameter ``variation``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from mergekit.common import ModelReference, dtype_from_name
+from mergekit.config import ConditionalParameter, MergeConfiguration
+from mergekit.merge import run_merge
+from mergekit.options import MergeOptions
+
+from ..errors import InputError
+from ..storage import replace_path
+from .checks import check_config, listed_models, load_merge_config, local_config, pivot_model
+from .registry import SCE_NAME, VARM_NAME, register_methods
+from .varm import group_key
+from .varm_analysis import group_sums, variation_statistics
+
+logger = logging.getLogger(__name__)
+
+FUSECHAT_METHODS = (SCE_NAME, VARM_NAME)
+# Files that make up a tokenizer and its chat template, plus the generation config (eos ids).
+TOKENIZER_FILES = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt",
+                   "merges.txt", "*.tiktoken", "chat_template.jinja", "chat_template.json",
+                   "generation_config.json")
+
+
+def merge_from_config(config_file: str, out_path: str, options: MergeOptions | None = None) -> Path:
+    """Run the merge of ``config_file`` into ``out_path``, exactly as ``mergekit-yaml`` would, with
+    FuseChat's methods registered; every check runs before anything is written."""
+    options = options or MergeOptions()
+    register_methods()
+    source, config = load_merge_config(config_file)
+    check_config(config, config_file, options)
+    pivot = pivot_model(config)
+    options = options_for_vocabulary(config, config_file, options)
+    if config.merge_method == VARM_NAME:
+        supply_varm_variations(config, config_file, options)
+    with staged_output(out_path) as work:
+        run_merge(config, str(work), options=options, config_source=source)
+        if options.copy_tokenizer and not (config.tokenizer or config.tokenizer_source or config.chat_template):
+            carry_pivot_tokenizer(pivot, work, options)
+    return Path(out_path)
+
+
+def options_for_vocabulary(config: MergeConfiguration, config_file: str, options: MergeOptions) -> MergeOptions:
+    """Turn on the leading-block rule for embeddings when a FuseChat method needs it."""
+    if config.merge_method not in FUSECHAT_METHODS or config.tokenizer or config.tokenizer_source:
+        return options
+    pivot = pivot_model(config)
+    pivot_cfg = local_config(pivot)
+    rows = pivot_cfg.get("vocab_size") if pivot_cfg else None
+    if rows is None:
+        return options
+    larger = []
+    for ref in listed_models(config)[1:]:
+        cfg = local_config(ref)
+        target_rows = cfg.get("vocab_size") if cfg else None
+        if target_rows is None or target_rows == rows:
+            continue
+        if target_rows < rows:
+            raise InputError(
+                f"{config_file}: {ref} has {target_rows} vocabulary rows, fewer than the pivot's {rows}: its "
+                f"embeddings have no leading block of the pivot's shape (add a tokenizer: section to align "
+                f"vocabularies by token instead)")
+        larger.append(f"{ref} ({target_rows})")
+    if larger and not options.unsafe_truncate_embeddings:
+        logger.warning("%s: using the leading %d embedding/lm_head rows of %s", config.merge_method, rows,
+                       ", ".join(larger))
+        return options.model_copy(update={"unsafe_truncate_embeddings": True})
+    return options
+
+
+def supply_varm_variations(config: MergeConfiguration, config_file: str, options: MergeOptions) -> None:
+    """Give each VaRM target its group variations when the granularity is coarser than a tensor."""
+    granularity = (config.parameters or {}).get("granularity", "tensor")
+    if granularity == "tensor":
+        return
+    if not config.models:
+        raise InputError(f"{config_file}: {VARM_NAME} with granularity {granularity!r} needs the 'models:' form")
+    base = config.base_model
+    targets = [entry for entry in config.models if entry.model != base and "variation" not in (entry.parameters or {})]
+    if not targets:
+        return
+    # The variations of the tensors as the merge sees them: cast to the config's dtype.
+    stats = variation_statistics(_local_path(base, options), [_local_path(entry.model, options) for entry in targets],
+                                 "square", cache_dir=options.transformers_cache, quiet=options.quiet,
+                                 dtype=dtype_from_name(config.dtype) if config.dtype else None)
+    for entry, stat in zip(targets, stats):
+        sums = group_sums(stat["key_to_params"], granularity)
+        per_tensor = {name: sums[group_key(name, granularity)] for name in stat["key_to_params"]}
+        # mergekit picks the first filter contained in a tensor's name: longest names first, so a
+        # name that is part of another never shadows it.
+        entry.parameters = dict(entry.parameters or {}, variation=[
+            ConditionalParameter(filter=name, value=value)
+            for name, value in sorted(per_tensor.items(), key=lambda item: -len(item[0]))])
+
+
+def _local_path(ref: ModelReference, options: MergeOptions) -> str:
+    return ref.merged(cache_dir=options.lora_merge_cache, trust_remote_code=options.trust_remote_code,
+                      lora_merge_dtype=options.lora_merge_dtype).local_path(cache_dir=options.transformers_cache)
+
+
+def tokenizer_files(folder: Path) -> list[Path]:
+    return sorted({path for pattern in TOKENIZER_FILES for path in folder.glob(pattern) if path.is_file()})
+
+
+def carry_pivot_tokenizer(pivot: ModelReference, out_dir: Path, options: MergeOptions) -> None:
+    """Replace whatever tokenizer mergekit copied with the pivot's files, chat template included.
+
+    mergekit copies from the base model or, without one, from an arbitrary model of the config (its
+    model list is a set), and its hub download fetches only ``*.json`` and ``tokenizer.model``, so a
+    ``chat_template.jinja`` or ``merges.txt`` would be missing.
+    """
+    folder = Path(pivot.model.path).expanduser()
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(str(pivot.model.path), revision=pivot.model.revision,
+                                        cache_dir=options.transformers_cache, allow_patterns=list(TOKENIZER_FILES)))
+    files = tokenizer_files(folder)
+    if not any(path.name.startswith("tokenizer") for path in files):
+        logger.warning("the pivot %s has no tokenizer files; the merged model keeps mergekit's", pivot)
+        return
+    for path in tokenizer_files(out_dir):
+        path.unlink()
+    for path in files:
+        shutil.copy(path, out_dir / path.name)
+
+
+@contextlib.contextmanager
+def staged_output(out_path: str) -> Iterator[Path]:
+    """A staging folder with the final folder's name (mergekit titles the model card with it);
+    on success it replaces ``out_path``, on failure it is removed."""
+    final = Path(out_path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{final.name}.tmp-", dir=final.parent) as holder:
+        work = Path(holder) / final.name
+        work.mkdir()
+        yield work
+        replace_path(work, final)
