@@ -335,6 +335,8 @@ def test_align_rejects_inconsistent_samples():
         aligner.align(**{**ONE_TO_ONE, "alignment": [[0], [4], [2], [3]]})
     with pytest.raises(InputError, match="source position 1 has 2 logits but 1 indices"):
         aligner.align(**{**ONE_TO_ONE, "blending_indices": [[1, 6, 8, 3], [5], [2, 2, 4, 7], [9999, 5]]})
+    with pytest.raises(InputError, match="source token id 12 at position 2 is outside the source vocabulary"):
+        aligner.align(**{**ONE_TO_ONE, "blending_ids": [0, 1, 12, 5]})
     with pytest.raises(InputError, match="4 tokens but 3 rows of per_step_logits"):
         aligner.align(**{**ONE_TO_ONE, "blending_logits": ONE_TO_ONE["blending_logits"][:3]})
 

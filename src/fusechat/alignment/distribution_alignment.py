@@ -89,6 +89,18 @@ def _many_to_one(bt: str, matched: Sequence[int], blending_tokens: Sequence[str]
     return ONE_HOT
 
 
+def _padded(rows: Sequence[Sequence], fill, dtype) -> np.ndarray:
+    """A [len(rows), longest] array of ragged rows, padded with ``fill``."""
+    lengths = [len(row) for row in rows]
+    width = max(lengths, default=0)
+    if all(length == width for length in lengths):
+        return np.array(rows, dtype=dtype).reshape(len(rows), width)
+    out = np.full((len(rows), width), fill, dtype=dtype)
+    for r, row in enumerate(rows):
+        out[r, :len(row)] = row
+    return out
+
+
 @dataclass(frozen=True)
 class DistributionAligner:
     """The per-pair constants of 6.3: align type, markers and the blending -> base id tables."""
@@ -96,8 +108,8 @@ class DistributionAligner:
     align_type: str
     base_marker: str
     blending_marker: str
-    exact: np.ndarray  # EM: blending id -> base id, -1 where the base vocabulary lacks the piece
-    blending_to_base: np.ndarray | None  # MinED or MS mapping (soft, default)
+    blending_to_base: np.ndarray | None  # MinED or MS mapping (soft, default); None for hard
+    candidate_table: np.ndarray  # blending id -> base id of a top-k candidate, -1: dropped
     use_token_alignment_matrix: bool = False
 
     @classmethod
@@ -105,64 +117,63 @@ class DistributionAligner:
                blending_to_base: Sequence[int] | None = None,
                use_token_alignment_matrix: bool = False) -> "DistributionAligner":
         check_align_type(align_type)
-        table = None
-        if align_type != "hard":
-            if blending_to_base is None:
-                raise InputError(f"--align_type {align_type} needs a --blending_to_base_file mapping")
-            table = np.asarray(blending_to_base, dtype=np.int64)
-            if table.shape != (blending.size,):
-                raise InputError(
-                    f"the blending_to_base mapping has {table.size} entries but the blending vocabulary "
-                    f"has {blending.size} ids"
-                )
-            if table.size and (table.min() < 0 or table.max() >= base.size):
-                raise InputError(f"the blending_to_base mapping holds ids outside the base vocabulary ({base.size} ids)")
-        return cls(align_type, base.marker, blending.marker, exact_mapping(blending, base), table,
-                   bool(use_token_alignment_matrix))
-
-    @property
-    def candidate_table(self) -> np.ndarray:
-        """Blending id -> base id of a top-k candidate (-1: dropped), for this align type."""
-        if self.align_type == "hard":
-            return self.exact
-        if self.align_type == "soft":
-            return self.blending_to_base
-        return np.where(self.exact >= 0, self.exact, self.blending_to_base)
+        exact = exact_mapping(blending, base)
+        if align_type == "hard":
+            return cls(align_type, base.marker, blending.marker, None, exact, bool(use_token_alignment_matrix))
+        if blending_to_base is None:
+            raise InputError(f"--align_type {align_type} needs a --blending_to_base_file mapping")
+        table = np.asarray(blending_to_base, dtype=np.int64)
+        if table.shape != (blending.size,):
+            raise InputError(
+                f"the blending_to_base mapping has {table.size} entries but the blending vocabulary "
+                f"has {blending.size} ids"
+            )
+        if table.size and (table.min() < 0 or table.max() >= base.size):
+            raise InputError(f"the blending_to_base mapping holds ids outside the base vocabulary ({base.size} ids)")
+        # soft: every candidate through the mapping; default: by exact piece, else through the mapping.
+        candidates = table if align_type == "soft" else np.where(exact >= 0, exact, table)
+        return cls(align_type, base.marker, blending.marker, table, candidates, bool(use_token_alignment_matrix))
 
     def source_rows(self, base_ids: Sequence[int], base_tokens: Sequence[str], blending_ids: Sequence[int],
                     blending_tokens: Sequence[str], alignment: Sequence[Sequence[int]]) -> np.ndarray:
         """Per base position: the blending position whose candidates it takes, or ONE_HOT / EMPTY."""
-        base_marker, blending_marker = self.base_marker, self.blending_marker
+        base_marker, blending_marker, align_type = self.base_marker, self.blending_marker, self.align_type
         replaced = [token.replace(blending_marker, base_marker) for token in blending_tokens]
-        many_to_one = self.align_type == "default" and self.use_token_alignment_matrix
-        rows = np.empty(len(alignment), dtype=np.int64)
+        if align_type == "soft":
+            mapped_at = self.blending_to_base[np.asarray(blending_ids, dtype=np.int64)].tolist()
+        many_to_one = align_type == "default" and self.use_token_alignment_matrix
+        rows = [ONE_HOT] * len(alignment)
         for i, matched in enumerate(alignment):
             if len(matched) == 1:
                 j = matched[0]
                 bt, blt = base_tokens[i], replaced[j]
-                if self.align_type == "hard":
+                if align_type == "hard":
                     taken = bt == blt
-                elif self.align_type == "soft":
-                    taken = bt == blt or base_ids[i] == self.blending_to_base[blending_ids[j]]
+                elif align_type == "soft":
+                    taken = bt == blt or base_ids[i] == mapped_at[j]
                 else:
                     taken = blt.endswith(bt) or bt.endswith(blt)
-                rows[i] = j if taken else ONE_HOT
+                if taken:
+                    rows[i] = j
             elif many_to_one:
                 rows[i] = _many_to_one(base_tokens[i], matched, blending_tokens, base_marker, blending_marker)
-            else:
-                rows[i] = ONE_HOT
-        return rows
+        return np.array(rows, dtype=np.int64)
 
-    def _mapped_candidates(self, blending_indices: Sequence[Sequence[int]]) -> list[list[int]]:
-        """Each candidate id through the align type's table (-1: dropped), one numpy lookup in all."""
+    def candidate_distributions(self, blending_logits: Sequence[Sequence[float]],
+                                blending_indices: Sequence[Sequence[int]]) -> list[tuple[list[float], list[int]]]:
+        """Each source row's candidates in base ids: source order, dropped ones out, repeats skipped."""
+        ids = _padded(blending_indices, -1, np.int64)
+        logits = _padded(blending_logits, 0.0, np.float64)
         table = self.candidate_table
-        lengths = [len(candidates) for candidates in blending_indices]
-        ids = np.fromiter((i for candidates in blending_indices for i in candidates), dtype=np.int64,
-                          count=sum(lengths))
-        inside = (ids >= 0) & (ids < table.size)
-        flat = np.where(inside, table[np.where(inside, ids, 0)], -1).tolist()
-        ends = np.cumsum(lengths).tolist()
-        return [flat[end - length:end] for end, length in zip(ends, lengths)]
+        inside = (ids >= 0) & (ids < table.size)  # an id the tokenizer lacks is no token
+        mapped = np.where(inside, table[np.where(inside, ids, 0)], -1)
+        keep = mapped >= 0
+        for column in range(1, mapped.shape[1]):  # taken at an earlier column: the first logit wins
+            keep[:, column] &= ~(mapped[:, :column] == mapped[:, column:column + 1]).any(axis=1)
+        flat_ids, flat_logits = mapped[keep].tolist(), logits[keep].tolist()
+        ends = np.cumsum(keep.sum(axis=1)).tolist()
+        starts = [0, *ends[:-1]]
+        return [(flat_logits[a:b], flat_ids[a:b]) for a, b in zip(starts, ends)]
 
     def align(self, base_ids: Sequence[int], base_tokens: Sequence[str], blending_ids: Sequence[int],
               blending_tokens: Sequence[str], alignment: Sequence[Sequence[int]],
@@ -170,33 +181,25 @@ class DistributionAligner:
               where: str = "sample") -> tuple[list[list[float]], list[list[int]]]:
         """The source's distributions in base positions and ids: (logits per position, ids per position)."""
         _check_sample(base_ids, base_tokens, blending_ids, blending_tokens, alignment, blending_logits,
-                      blending_indices, where)
+                      blending_indices, self.candidate_table.size, where)
         rows = self.source_rows(base_ids, base_tokens, blending_ids, blending_tokens, alignment)
-        used = sorted(set(rows[rows >= 0].tolist()))
-        mapped = dict(zip(used, self._mapped_candidates([blending_indices[j] for j in used])))
-        distributions: dict[int, tuple[list[float], list[int]]] = {}
-        for j in used:
-            logits, ids, taken = [], [], set()
-            for logit, base_id in zip(blending_logits[j], mapped[j]):
-                if base_id >= 0 and base_id not in taken:
-                    taken.add(base_id)
-                    ids.append(base_id)
-                    logits.append(logit)
-            distributions[j] = (logits, ids)
+        used = np.unique(rows[rows >= 0]).tolist()
+        distributions = dict(zip(used, self.candidate_distributions(
+            [blending_logits[j] for j in used], [blending_indices[j] for j in used])))
 
+        next_ids = [int(i) for i in base_ids[1:]] + [int(base_ids[-1])]  # ONE-HOT targets
         out_logits, out_ids = [], []
-        last = len(base_ids) - 1
-        for i, row in enumerate(rows.tolist()):
+        for row, next_id in zip(rows.tolist(), next_ids):
             if row >= 0:
                 logits, ids = distributions[row]
-                out_logits.append(list(logits))
-                out_ids.append(list(ids))
+                out_logits.append(logits[:])
+                out_ids.append(ids[:])
             elif row == EMPTY:
                 out_logits.append([])
                 out_ids.append([])
             else:
                 out_logits.append([1.0])
-                out_ids.append([int(base_ids[min(i + 1, last)])])
+                out_ids.append([next_id])
         return out_logits, out_ids
 
     def align_sample(self, base_ids: Sequence[int], base_tokens: Sequence[str], blending_ids: Sequence[int],
@@ -210,7 +213,7 @@ class DistributionAligner:
 
 
 def _check_sample(base_ids, base_tokens, blending_ids, blending_tokens, alignment, blending_logits,
-                  blending_indices, where: str) -> None:
+                  blending_indices, blending_size: int, where: str) -> None:
     if len(base_ids) == 0:
         raise InputError(f"{where}: no base tokens")
     if len(base_tokens) != len(base_ids) or len(alignment) != len(base_ids):
@@ -220,18 +223,29 @@ def _check_sample(base_ids, base_tokens, blending_ids, blending_tokens, alignmen
         )
     if len(blending_tokens) != len(blending_ids):
         raise InputError(f"{where}: {len(blending_ids)} blending ids but {len(blending_tokens)} token strings")
+    outside_vocabulary = [j for j, i in enumerate(blending_ids) if not 0 <= i < blending_size]
+    if outside_vocabulary:
+        j = outside_vocabulary[0]
+        raise InputError(f"{where}: source token id {blending_ids[j]} at position {j} is outside the source "
+                         f"vocabulary ({blending_size} ids)")
     if len(blending_logits) < len(blending_ids) or len(blending_indices) < len(blending_ids):
         raise InputError(
             f"{where}: the source has {len(blending_ids)} tokens but {len(blending_logits)} rows of "
             f"per_step_logits and {len(blending_indices)} of per_step_indices"
         )
-    for i, matched in enumerate(alignment):
-        if len(matched) == 0 or min(matched) < 0 or max(matched) >= len(blending_ids):
-            raise InputError(f"{where}: base position {i} is matched to {list(matched)!r}, not to blending "
-                             f"positions in [0, {len(blending_ids)})")
-    for j, (logits, indices) in enumerate(zip(blending_logits, blending_indices)):
-        if len(logits) != len(indices):
-            raise InputError(f"{where}: source position {j} has {len(logits)} logits but {len(indices)} indices")
+    lengths = np.fromiter((len(matched) for matched in alignment), dtype=np.int64, count=len(alignment))
+    positions = np.fromiter((j for matched in alignment for j in matched), dtype=np.int64, count=int(lengths.sum()))
+    outside = (positions < 0) | (positions >= len(blending_ids))
+    bad = np.flatnonzero(lengths == 0).tolist() + np.repeat(np.arange(len(alignment)), lengths)[outside].tolist()
+    if bad:
+        i = min(bad)
+        raise InputError(f"{where}: base position {i} is matched to {list(alignment[i])!r}, not to blending "
+                         f"positions in [0, {len(blending_ids)})")
+    logit_lengths = [len(row) for row in blending_logits]
+    index_lengths = [len(row) for row in blending_indices]
+    if logit_lengths != index_lengths:
+        j = next(j for j, (a, b) in enumerate(zip(logit_lengths, index_lengths)) if a != b)
+        raise InputError(f"{where}: source position {j} has {logit_lengths[j]} logits but {index_lengths[j]} indices")
 
 
 def not_aligned(blending_logits: Sequence[Sequence[float]],

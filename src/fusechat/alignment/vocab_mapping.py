@@ -322,44 +322,53 @@ def load_count_matrix(path: str | os.PathLike, base_size: int, blending_size: in
 
 # --- MS: the mapping -------------------------------------------------------------------------
 
-def ms_distances(blending_pieces: Sequence[str], base_pieces: Sequence[str], blending_marker: str,
-                 base_marker: str) -> np.ndarray:
-    """The MS distance of each (blending piece, base piece) pair, as float64 (DESIGN.md 6.2).
+class _MsStrings:
+    """Per-id strings of the MS distance, computed once per vocabulary instead of once per pair."""
 
-    Levenshtein distance of the marker-stripped pieces (if one strips to nothing: the blending
-    piece with its marker replaced against the raw base piece), times 0.1 when one string
-    contains the other.
-    """
-    from rapidfuzz.distance import Levenshtein
-    from rapidfuzz.process import cpdist
+    def __init__(self, blending: Vocabulary, base: Vocabulary):
+        self.blending_stripped = [None if p is None else p.replace(blending.marker, "") for p in blending.pieces]
+        self.blending_swapped = _marker_replaced(blending, base)
+        self.base_stripped = [None if p is None else p.replace(base.marker, "") for p in base.pieces]
+        self.base_raw = base.pieces
 
-    left, right, weights = [], [], []
-    for a, b in zip(blending_pieces, base_pieces):
-        stripped_a, stripped_b = a.replace(blending_marker, ""), b.replace(base_marker, "")
-        if not stripped_a or not stripped_b:
-            stripped_a, stripped_b = a.replace(blending_marker, base_marker), b
-        left.append(stripped_a)
-        right.append(stripped_b)
-        weights.append(0.1 if stripped_a in stripped_b or stripped_b in stripped_a else 1.0)
-    if not left:
-        return np.zeros(0, dtype=np.float64)
-    distances = cpdist(left, right, scorer=Levenshtein.distance, dtype=np.int64, workers=-1)
-    # dist * w here, * sigmoid(count) by the caller: the reference's order of float operations.
-    return distances.astype(np.float64) * np.asarray(weights, dtype=np.float64)
+    def distances(self, blending_ids: Sequence[int], base_ids: Sequence[int]) -> np.ndarray:
+        """The MS distance of each (blending id, base id) pair, float64 (DESIGN.md 6.2).
+
+        Levenshtein distance of the marker-stripped pieces (if one strips to nothing: the blending
+        piece with its marker replaced against the raw base piece), times 0.1 when one string
+        contains the other.
+        """
+        from rapidfuzz.distance import Levenshtein
+        from rapidfuzz.process import cpdist
+
+        left, right, weights = [], [], []
+        for c, r in zip(blending_ids, base_ids):
+            a, b = self.blending_stripped[c], self.base_stripped[r]
+            if not a or not b:
+                a, b = self.blending_swapped[c], self.base_raw[r]
+            left.append(a)
+            right.append(b)
+            weights.append(0.1 if a in b or b in a else 1.0)
+        if not left:
+            return np.zeros(0, dtype=np.float64)
+        distances = cpdist(left, right, scorer=Levenshtein.distance, dtype=np.int64, workers=-1)
+        # dist * w here, * sigmoid(count) by the caller: the reference's order of float operations.
+        return distances.astype(np.float64) * np.asarray(weights, dtype=np.float64)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def ms_mapping(counts, blending: Vocabulary, base: Vocabulary) -> list[int]:
+def ms_mapping(counts, blending: Vocabulary, base: Vocabulary, chunk_size: int = 250_000) -> list[int]:
     """MS (``--align_type default``): a list indexed by blending id (DESIGN.md 6.2).
 
     ``counts`` is ``C[base_id, blending_id]`` (any scipy sparse matrix or dense array). For every
     blending id with a count, the base id among its nonzero rows minimising
     ``ms_distance * sigmoid(C)`` (the lowest base id on ties; note that sigmoid makes the rarer
     pair win among equal distances, as in the reference); the others map to base unk (else eos).
-    Then BOS -> BOS and EOS -> EOS where both vocabularies have them.
+    Then BOS -> BOS and EOS -> EOS where both vocabularies have them. The nonzeros are scored in
+    chunks, so memory stays bounded whatever their number.
     """
     if counts.shape != (base.size, blending.size):
         raise InputError(
@@ -374,14 +383,17 @@ def ms_mapping(counts, blending: Vocabulary, base: Vocabulary) -> list[int]:
     blending_cols = np.repeat(np.arange(blending.size, dtype=np.int64), np.diff(columns.indptr))
 
     # Pairs whose pieces exist (a hole has no string to compare).
-    usable = np.array([blending.pieces[c] is not None and base.pieces[r] is not None
-                       for r, c in zip(base_rows.tolist(), blending_cols.tolist())], dtype=bool)
+    blending_has = np.array([p is not None for p in blending.pieces], dtype=bool)
+    base_has = np.array([p is not None for p in base.pieces], dtype=bool)
+    usable = blending_has[blending_cols] & base_has[base_rows]
     base_rows, blending_cols = base_rows[usable], blending_cols[usable]
     values = columns.data[usable].astype(np.float64)
 
-    distances = ms_distances([blending.pieces[c] for c in blending_cols.tolist()],
-                             [base.pieces[r] for r in base_rows.tolist()], blending.marker, base.marker)
-    scores = distances * sigmoid(values)
+    strings = _MsStrings(blending, base)
+    scores = np.empty(values.size, dtype=np.float64)
+    for start in range(0, values.size, chunk_size):
+        part = slice(start, start + chunk_size)
+        scores[part] = strings.distances(blending_cols[part].tolist(), base_rows[part].tolist()) * sigmoid(values[part])
 
     mapping = np.full(blending.size, base.no_token_id if blending.size else 0, dtype=np.int64)
     if scores.size:
