@@ -198,3 +198,20 @@ def test_arrow_batches_collate_like_row_dicts(tmp_path):
     assert from_arrow.keys() == from_rows.keys()
     for name in from_rows:
         torch.testing.assert_close(from_arrow[name], from_rows[name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("loss_type", ["ce", "kl"])
+def test_one_gather_for_both_losses_gives_the_same_values_and_gradients(loss_type):
+    from fusechat.training.fuse_loss import lm_and_fuse_losses
+
+    rows = random_rows([10, 6], seed=8)
+    batch = TrainCollator(PAD, fuse=True)(rows)
+    student = torch.randn(2, 10, V, dtype=torch.float64, requires_grad=True)
+    log_probs = F.log_softmax(student, -1)
+    targets = (batch["target_logits"], batch["target_ids"], batch["target_mask"], 0.5, loss_type)
+    lm, fuse = lm_and_fuse_losses(log_probs, batch["labels"], *targets)
+    lm_alone, fuse_alone = lm_loss(log_probs, batch["labels"]), sparse_fuse_loss(log_probs, batch["labels"], *targets)
+    torch.testing.assert_close((lm, fuse), (lm_alone, fuse_alone), rtol=1e-14, atol=0)
+    combined = torch.autograd.grad(0.9 * lm + 0.1 * fuse, student, retain_graph=True)[0]
+    separate = torch.autograd.grad(0.9 * lm_alone + 0.1 * fuse_alone, student)[0]
+    torch.testing.assert_close(combined, separate, rtol=1e-12, atol=1e-15)

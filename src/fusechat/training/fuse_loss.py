@@ -8,7 +8,8 @@ cross-entropy. A target is non-zero only on its top-k ids, so the same loss is
 
 with p = softmax(target logits / temperature) over the list: a gather of k student log-probabilities
 per position instead of a [vocab]-wide product. ``log_probs`` (the student's log-softmax) is
-computed once by the caller and shared with the LM loss.
+computed once by the caller and shared with the LM loss; :func:`lm_and_fuse_losses` takes both
+losses from one gather, so the backward pass scatters into one [B, T, V] gradient, not two.
 
 Averaging: both losses are means over the positions t of the whole batch whose next label
 ``labels[t + 1]`` is not -100 (all rows pooled, so a long row weighs more than a short one, as in
@@ -54,6 +55,19 @@ def target_probabilities(target_logits: torch.Tensor, target_mask: torch.Tensor,
     return torch.softmax(scaled, dim=-1).masked_fill(~target_mask, 0.0)
 
 
+def fuse_loss_from_gathered(student: torch.Tensor, labels: torch.Tensor, target_logits: torch.Tensor,
+                            target_mask: torch.Tensor, temperature: float = 1.0, loss_type: str = "ce") -> torch.Tensor:
+    """The fuse loss from the student's log-probabilities already gathered at the target ids [B, T, K]."""
+    probs = target_probabilities(target_logits.to(student.dtype), target_mask, temperature)
+    # Padding slots point at id 0; zero them so that a -inf log-prob there cannot make 0 * inf.
+    per_position = -(probs * student.masked_fill(~target_mask, 0.0)).sum(-1)
+    if loss_type == "kl":
+        per_position = per_position + torch.special.xlogy(probs, probs).sum(-1)
+    elif loss_type != "ce":
+        raise ValueError(f"unknown fuse loss type {loss_type!r}")
+    return masked_mean(per_position, next_label_mask(labels))
+
+
 def sparse_fuse_loss(log_probs: torch.Tensor, labels: torch.Tensor, target_logits: torch.Tensor,
                      target_ids: torch.Tensor, target_mask: torch.Tensor, temperature: float = 1.0,
                      loss_type: str = "ce") -> torch.Tensor:
@@ -62,15 +76,20 @@ def sparse_fuse_loss(log_probs: torch.Tensor, labels: torch.Tensor, target_logit
     log_probs: [B, T, V] student log-softmax. target_logits, target_ids, target_mask: [B, T, K]
     (from the collator; ids within a list are distinct). loss_type: "ce" or "kl".
     """
-    probs = target_probabilities(target_logits.to(log_probs.dtype), target_mask, temperature)
-    # Padding slots point at id 0; zero them so that a -inf log-prob there cannot make 0 * inf.
-    student = log_probs.gather(-1, target_ids).masked_fill(~target_mask, 0.0)
-    per_position = -(probs * student).sum(-1)
-    if loss_type == "kl":
-        per_position = per_position + torch.special.xlogy(probs, probs).sum(-1)
-    elif loss_type != "ce":
-        raise ValueError(f"unknown fuse loss type {loss_type!r}")
-    return masked_mean(per_position, next_label_mask(labels))
+    return fuse_loss_from_gathered(log_probs.gather(-1, target_ids), labels, target_logits, target_mask,
+                                   temperature, loss_type)
+
+
+def lm_and_fuse_losses(log_probs: torch.Tensor, labels: torch.Tensor, target_logits: torch.Tensor,
+                       target_ids: torch.Tensor, target_mask: torch.Tensor, temperature: float = 1.0,
+                       loss_type: str = "ce") -> tuple[torch.Tensor, torch.Tensor]:
+    """(:func:`lm_loss`, :func:`sparse_fuse_loss`) from a single gather of ``log_probs``."""
+    next_ids = torch.zeros_like(labels)
+    next_ids[:, :-1] = labels[:, 1:].clamp_min(0)
+    gathered = log_probs.gather(-1, torch.cat([target_ids, next_ids.unsqueeze(-1)], dim=-1))
+    lm = masked_mean(-gathered[..., -1], next_label_mask(labels))
+    fuse = fuse_loss_from_gathered(gathered[..., :-1], labels, target_logits, target_mask, temperature, loss_type)
+    return lm, fuse
 
 
 def rewards(metric_ce) -> torch.Tensor:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from transformers import Trainer
 
-from .fuse_loss import lm_loss, sparse_fuse_loss, weighted_loss
+from .fuse_loss import lm_and_fuse_losses, weighted_loss
 
 TARGET_KEYS = ("target_logits", "target_ids", "target_mask", "source_chosen")
 
@@ -35,9 +35,8 @@ class FuseTrainer(Trainer):
         target_logits, target_ids, target_mask, source_chosen = (inputs.pop(k) for k in TARGET_KEYS)
         outputs = model(**inputs)
         log_probs = torch.log_softmax(outputs.logits.float(), dim=-1)
-        lm = lm_loss(log_probs, labels)
-        fuse = sparse_fuse_loss(log_probs, labels, target_logits, target_ids, target_mask,
-                                self.args.fuse_temperature, self.args.fuse_loss_type)
+        lm, fuse = lm_and_fuse_losses(log_probs, labels, target_logits, target_ids, target_mask,
+                                      self.args.fuse_temperature, self.args.fuse_loss_type)
         loss = weighted_loss(lm, fuse, self.args.lm_loss_weight)
         if model.training:
             self._record(lm, fuse, source_chosen)
