@@ -162,6 +162,16 @@ def _id_outside_vocab(rows):
     return rows
 
 
+def _uneven_list(rows):
+    rows[4][schema.FUSED_LOGITS][1] = rows[4][schema.FUSED_LOGITS][1] + [0.5]
+    return rows
+
+
+def _nan_logit(rows):
+    rows[2][schema.LOGITS][3][0] = float("nan")
+    return rows
+
+
 def _nan_metric(rows):
     rows[1][schema.METRIC_CE] = float("nan")
     return rows
@@ -170,8 +180,11 @@ def _nan_metric(rows):
 @pytest.mark.parametrize("corrupt, message", [
     (_drop_fused, "--do_fuse needs an aligned set .* no fused columns"),
     (_short_fused, r"row 3 \(id 'conv-3'\): fused_per_step_logits has \d+ positions but input_ids has \d+"),
-    (_id_outside_vocab, r"row 5 \(id 'conv-5'\): fused_per_step_indices at position 2 holds target id 40000, "
+    (_id_outside_vocab, r"row 5 \(id 'conv-5'\): position 2: fused_per_step_indices holds target id 40000, "
                         r"outside the model's vocabulary of 32002 ids"),
+    (_uneven_list, r"row 4 \(id 'conv-4'\): position 1: fused_per_step_logits and fused_per_step_indices lists "
+                   r"differ in length"),
+    (_nan_logit, r"row 2 \(id 'conv-2'\): position 3: per_step_logits holds nan"),
     (_nan_metric, r"row 1 \(id 'conv-1'\): metric_ce is NaN; run filter_nan"),
 ])
 def test_bad_aligned_sets_fail_before_training(tmp_path, monkeypatch, pivot_path, openchat_tokenizer, corrupt,

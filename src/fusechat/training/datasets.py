@@ -93,15 +93,28 @@ def check_rows(dataset, where: str, req: SetRequirements) -> None:
 
 
 def _check_batch(batch: pa.RecordBatch, first_row: int, where: str, req: SetRequirements) -> int:
+    """Raise on the first bad row of ``batch``; return how many rows exceed model_max_length."""
     def fail(row: int, message: str):
         name = f" (id {batch.column(ID)[row].as_py()!r})" if ID in batch.schema.names else ""
         raise InputError(f"{where}: row {first_row + row}{name}: {message}")
 
     for name in batch.schema.names:
-        column = batch.column(name)
-        if column.null_count:
-            fail(int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0]), f"{name} is null")
-    input_ids = batch.column("input_ids")
+        if batch.column(name).null_count:
+            fail(int(np.flatnonzero(batch.column(name).is_null().to_numpy(zero_copy_only=False))[0]),
+                 f"{name} is null")
+    lengths = _check_tokens(batch, req.vocab_size, fail)
+    for logits_name, ids_name in req.topk_pairs:
+        _check_topk(batch, logits_name, ids_name, lengths, req.vocab_size, fail)
+    for name in req.metric_columns:
+        nan = np.isnan(batch.column(name).to_numpy(zero_copy_only=False))
+        if nan.any():
+            fail(int(np.flatnonzero(nan)[0]), f"{name} is NaN; run filter_nan on the set first")
+    return int((lengths > req.model_max_length).sum())
+
+
+def _check_tokens(batch: pa.RecordBatch, vocab: int, fail) -> np.ndarray:
+    """input_ids, labels and attention_mask agree in length; ids fit the vocabulary. Returns the lengths."""
+    input_ids, labels = batch.column("input_ids"), batch.column("labels")
     lengths = list_lengths(input_ids)
     if (lengths == 0).any():
         fail(int(np.flatnonzero(lengths == 0)[0]), "input_ids is empty")
@@ -110,49 +123,42 @@ def _check_batch(batch: pa.RecordBatch, first_row: int, where: str, req: SetRequ
         if not np.array_equal(other, lengths):
             row = int(np.flatnonzero(other != lengths)[0])
             fail(row, f"{name} has {other[row]} entries but input_ids has {lengths[row]}")
-
-    vocab = req.vocab_size
     ids = flat_values(input_ids)
     bad = np.flatnonzero((ids < 0) | (ids >= vocab))
     if len(bad):
         fail(_row_of(input_ids, bad[0]), f"input_ids hold id {ids[bad[0]]}, outside the model's vocabulary of "
                                          f"{vocab} ids: the set was made with another tokenizer (vocabulary size "
                                          f"mismatch with the model)")
-    labels = flat_values(batch.column("labels"))
-    bad = np.flatnonzero((labels != IGNORE_INDEX) & ((labels < 0) | (labels >= vocab)))
+    values = flat_values(labels)
+    bad = np.flatnonzero((values != IGNORE_INDEX) & ((values < 0) | (values >= vocab)))
     if len(bad):
-        fail(_row_of(batch.column("labels"), bad[0]), f"labels hold id {labels[bad[0]]}, outside the model's "
-                                                      f"vocabulary of {vocab} ids")
+        fail(_row_of(labels, bad[0]), f"labels hold id {values[bad[0]]}, outside the model's vocabulary of "
+                                      f"{vocab} ids")
+    return lengths
 
-    for logits_name, ids_name in req.topk_pairs:
-        logits_col, ids_col = batch.column(logits_name), batch.column(ids_name)
-        for name, column in ((logits_name, logits_col), (ids_name, ids_col)):
-            positions = list_lengths(column)
-            if not np.array_equal(positions, lengths):
-                row = int(np.flatnonzero(positions != lengths)[0])
-                fail(row, f"{name} has {positions[row]} positions but input_ids has {lengths[row]}")
-        inner_logits, inner_ids = logits_col.flatten(), ids_col.flatten()
-        mismatch = np.flatnonzero(list_lengths(inner_logits) != list_lengths(inner_ids))
-        if len(mismatch):
-            row, t = _row_and_position(logits_col, mismatch[0])
-            fail(row, f"position {t}: {logits_name} and {ids_name} lists differ in length")
-        target_ids = flat_values(inner_ids)
-        bad = np.flatnonzero((target_ids < 0) | (target_ids >= vocab))
-        if len(bad):
-            row, t = _row_and_position(ids_col, _parent(inner_ids)[bad[0]])
-            fail(row, f"{ids_name} at position {t} holds target id {target_ids[bad[0]]}, outside the model's "
-                      f"vocabulary of {vocab} ids")
-        target_logits = flat_values(inner_logits)
-        bad = np.flatnonzero(np.isnan(target_logits) | (target_logits == np.inf))
-        if len(bad):
-            row, t = _row_and_position(logits_col, _parent(inner_logits)[bad[0]])
-            fail(row, f"{logits_name} at position {t} holds {target_logits[bad[0]]}")
 
-    for name in req.metric_columns:
-        metric = batch.column(name).to_numpy(zero_copy_only=False)
-        if np.isnan(metric).any():
-            fail(int(np.flatnonzero(np.isnan(metric))[0]), f"{name} is NaN; run filter_nan on the set first")
-    return int((lengths > req.model_max_length).sum())
+def _check_topk(batch: pa.RecordBatch, logits_name: str, ids_name: str, lengths: np.ndarray, vocab: int,
+                fail) -> None:
+    """One list per token; logits and ids lists of equal length; ids in the vocabulary; no NaN logits."""
+    logits, ids = batch.column(logits_name), batch.column(ids_name)
+    for name, column in ((logits_name, logits), (ids_name, ids)):
+        positions = list_lengths(column)
+        if not np.array_equal(positions, lengths):
+            row = int(np.flatnonzero(positions != lengths)[0])
+            fail(row, f"{name} has {positions[row]} positions but input_ids has {lengths[row]}")
+    inner_logits, inner_ids = logits.flatten(), ids.flatten()
+    mismatch = np.flatnonzero(list_lengths(inner_logits) != list_lengths(inner_ids))
+    if len(mismatch):
+        fail(*_at(logits, mismatch[0], f"{logits_name} and {ids_name} lists differ in length"))
+    values = flat_values(inner_ids)
+    bad = np.flatnonzero((values < 0) | (values >= vocab))
+    if len(bad):
+        fail(*_at(ids, _parent(inner_ids)[bad[0]], f"{ids_name} holds target id {values[bad[0]]}, outside the "
+                                                   f"model's vocabulary of {vocab} ids"))
+    values = flat_values(inner_logits)
+    bad = np.flatnonzero(np.isnan(values) | (values == np.inf))
+    if len(bad):
+        fail(*_at(logits, _parent(inner_logits)[bad[0]], f"{logits_name} holds {values[bad[0]]}"))
 
 
 def _parent(array: pa.Array) -> np.ndarray:
@@ -163,11 +169,11 @@ def _row_of(array: pa.Array, element: int) -> int:
     return int(_parent(array)[element])
 
 
-def _row_and_position(array: pa.Array, position: int) -> tuple[int, int]:
-    """Row and index in its row of entry ``position`` of the flattened list column ``array``."""
+def _at(array: pa.Array, position: int, message: str) -> tuple[int, str]:
+    """(row, message naming the position in the row) of entry ``position`` of the flattened ``array``."""
     row = int(_parent(array)[position])
-    starts = np.cumsum(list_lengths(array)) - list_lengths(array)
-    return row, int(position - starts[row])
+    lengths = list_lengths(array)
+    return row, f"position {int(position - (np.cumsum(lengths) - lengths)[row])}: {message}"
 
 
 # ---- loading ----------------------------------------------------------------------------------
