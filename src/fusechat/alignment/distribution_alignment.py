@@ -45,6 +45,15 @@ Deviations from the reference, as DESIGN.md 6.3 asks:
 
 A candidate id outside the blending tokenizer's vocabulary (a padded embedding row) is no token and
 is skipped.
+
+Use (one aligner per model pair, then one call per row)::
+
+    aligner = DistributionAligner.create(align_type, vocabulary_of(blending_tok), vocabulary_of(base_tok),
+                                         blending_to_base, use_token_alignment_matrix)
+    logits, ids = aligner.align_sample(base_ids, decoded_token_strings(base_tok, base_ids), blending_ids,
+                                       decoded_token_strings(blending_tok, blending_ids),
+                                       source_row["per_step_logits"], source_row["per_step_indices"])
+    columns = fused_columns(pivot_row, source_row, logits, ids, metric_level)
 """
 
 from __future__ import annotations
@@ -135,8 +144,14 @@ class DistributionAligner:
         return cls(align_type, base.marker, blending.marker, table, candidates, bool(use_token_alignment_matrix))
 
     def source_rows(self, base_ids: Sequence[int], base_tokens: Sequence[str], blending_ids: Sequence[int],
-                    blending_tokens: Sequence[str], alignment: Sequence[Sequence[int]]) -> np.ndarray:
+                    blending_tokens: Sequence[str], alignment: Sequence[Sequence[int]],
+                    where: str = "sample") -> np.ndarray:
         """Per base position: the blending position whose candidates it takes, or ONE_HOT / EMPTY."""
+        _check_tokens(base_ids, base_tokens, blending_ids, blending_tokens, alignment, self.candidate_table.size,
+                      where)
+        return self._source_rows(base_ids, base_tokens, blending_ids, blending_tokens, alignment)
+
+    def _source_rows(self, base_ids, base_tokens, blending_ids, blending_tokens, alignment) -> np.ndarray:
         base_marker, blending_marker, align_type = self.base_marker, self.blending_marker, self.align_type
         replaced = [token.replace(blending_marker, base_marker) for token in blending_tokens]
         if align_type == "soft":
@@ -180,9 +195,8 @@ class DistributionAligner:
               blending_logits: Sequence[Sequence[float]], blending_indices: Sequence[Sequence[int]],
               where: str = "sample") -> tuple[list[list[float]], list[list[int]]]:
         """The source's distributions in base positions and ids: (logits per position, ids per position)."""
-        _check_sample(base_ids, base_tokens, blending_ids, blending_tokens, alignment, blending_logits,
-                      blending_indices, self.candidate_table.size, where)
-        rows = self.source_rows(base_ids, base_tokens, blending_ids, blending_tokens, alignment)
+        _check_candidates(blending_ids, blending_logits, blending_indices, where)
+        rows = self.source_rows(base_ids, base_tokens, blending_ids, blending_tokens, alignment, where)
         used = np.unique(rows[rows >= 0]).tolist()
         distributions = dict(zip(used, self.candidate_distributions(
             [blending_logits[j] for j in used], [blending_indices[j] for j in used])))
@@ -212,8 +226,8 @@ class DistributionAligner:
                           blending_indices, where)
 
 
-def _check_sample(base_ids, base_tokens, blending_ids, blending_tokens, alignment, blending_logits,
-                  blending_indices, blending_size: int, where: str) -> None:
+def _check_tokens(base_ids, base_tokens, blending_ids, blending_tokens, alignment, blending_size: int,
+                  where: str) -> None:
     if len(base_ids) == 0:
         raise InputError(f"{where}: no base tokens")
     if len(base_tokens) != len(base_ids) or len(alignment) != len(base_ids):
@@ -228,11 +242,6 @@ def _check_sample(base_ids, base_tokens, blending_ids, blending_tokens, alignmen
         j = outside_vocabulary[0]
         raise InputError(f"{where}: source token id {blending_ids[j]} at position {j} is outside the source "
                          f"vocabulary ({blending_size} ids)")
-    if len(blending_logits) < len(blending_ids) or len(blending_indices) < len(blending_ids):
-        raise InputError(
-            f"{where}: the source has {len(blending_ids)} tokens but {len(blending_logits)} rows of "
-            f"per_step_logits and {len(blending_indices)} of per_step_indices"
-        )
     lengths = np.fromiter((len(matched) for matched in alignment), dtype=np.int64, count=len(alignment))
     positions = np.fromiter((j for matched in alignment for j in matched), dtype=np.int64, count=int(lengths.sum()))
     outside = (positions < 0) | (positions >= len(blending_ids))
@@ -241,6 +250,14 @@ def _check_sample(base_ids, base_tokens, blending_ids, blending_tokens, alignmen
         i = min(bad)
         raise InputError(f"{where}: base position {i} is matched to {list(alignment[i])!r}, not to blending "
                          f"positions in [0, {len(blending_ids)})")
+
+
+def _check_candidates(blending_ids, blending_logits, blending_indices, where: str) -> None:
+    if len(blending_logits) < len(blending_ids) or len(blending_indices) < len(blending_ids):
+        raise InputError(
+            f"{where}: the source has {len(blending_ids)} tokens but {len(blending_logits)} rows of "
+            f"per_step_logits and {len(blending_indices)} of per_step_indices"
+        )
     logit_lengths = [len(row) for row in blending_logits]
     index_lengths = [len(row) for row in blending_indices]
     if logit_lengths != index_lengths:
