@@ -215,3 +215,16 @@ def test_one_gather_for_both_losses_gives_the_same_values_and_gradients(loss_typ
     combined = torch.autograd.grad(0.9 * lm + 0.1 * fuse, student, retain_graph=True)[0]
     separate = torch.autograd.grad(0.9 * lm_alone + 0.1 * fuse_alone, student)[0]
     torch.testing.assert_close(combined, separate, rtol=1e-12, atol=1e-15)
+
+
+def test_a_batch_whose_source_lists_are_all_empty_uses_the_pivot():
+    rows = random_rows([5, 3], seed=9, metrics=[(3.0, 0.5), (3.0, 0.5)])
+    for row in rows:
+        row[schema.FUSED_LOGITS] = [[] for _ in row["input_ids"]]
+        row[schema.FUSED_INDICES] = [[] for _ in row["input_ids"]]
+    batch = TrainCollator(PAD, fuse=True)(rows)
+    assert batch["source_chosen"].tolist() == [True, True]
+    assert batch["target_ids"][0, :5].tolist() == rows[0][schema.INDICES]
+    student = torch.randn(2, 5, V, dtype=torch.float64)
+    expected = dense_loss(student, batch["labels"], dense_targets(rows, 5, 1.0, True), "ce")
+    torch.testing.assert_close(sparse_loss(student, batch, 1.0, "ce"), expected, rtol=1e-12, atol=1e-12)

@@ -10,7 +10,7 @@ conversations the pivot won, it is the pivot's list. ``source_chosen`` [B] recor
 
 Input: a list of row dicts (Python lists, as any map-style dataset gives them) or a pyarrow Table
 of the batch's rows (what :class:`fusechat.training.datasets.ArrowRows` gives: no Python objects
-per element, the fast path). The work is numpy operations on whole rows, never on single entries.
+per element, the fast path). The targets are copied in one compiled pass over the positions.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+from numba import njit
 
 from ..errors import InputError
 from ..schema import FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, IGNORE_INDEX, INDICES, LOGITS, METRIC_CE
@@ -48,26 +49,26 @@ def list_lengths(array: pa.Array) -> np.ndarray:
     return pc.list_value_length(array).fill_null(0).to_numpy().astype(np.int64)
 
 
-def flat_values(array: pa.Array, dtype=None) -> np.ndarray:
-    """The entries of all lists of a list array, end to end (in their stored dtype by default)."""
+def flat_values(array: pa.Array) -> np.ndarray:
+    """The entries of all lists of a list array, end to end, in their stored dtype."""
     flat = array.flatten()
-    if pa.types.is_null(flat.type):  # every list is empty
-        return np.zeros(len(flat), dtype or np.float32)
-    return flat.to_numpy(zero_copy_only=False).astype(dtype or flat.type.to_pandas_dtype(), copy=False)
+    if pa.types.is_null(flat.type):  # every list is empty (from Python rows, the type is unknown)
+        return np.zeros(len(flat), np.int64)
+    return flat.to_numpy(zero_copy_only=False)
 
 
 @dataclass(frozen=True)
 class TopK:
-    """The top-k lists of one column pair for a batch, one padded row per position.
+    """The top-k lists of one column pair for a batch, flat.
 
-    Positions of all rows follow each other (P in total); ``logits`` and ``ids`` are [P, k] in the
-    stored dtypes, padded with zeros after each list's ``lengths[p]`` entries.
+    Positions of all rows follow each other (P in total), and the entries of all their lists
+    follow each other in ``logits`` and ``ids`` (stored dtypes), ``lengths[p]`` per position.
     """
 
     positions: np.ndarray  # [B] positions per row
     lengths: np.ndarray  # [P] entries per position
-    logits: np.ndarray  # [P, k]
-    ids: np.ndarray  # [P, k]
+    logits: np.ndarray  # [E]
+    ids: np.ndarray  # [E]
 
     @classmethod
     def from_table(cls, table: pa.Table, logits_column: str, ids_column: str) -> "TopK":
@@ -82,18 +83,11 @@ class TopK:
         if not np.array_equal(lengths, list_lengths(inner_ids)):
             raise InputError(f"{_row_name(table, None)}: a position of {logits_column} and {ids_column} "
                              f"has lists of different lengths")
-        return cls(positions, lengths, _pad_lists(inner_logits, lengths), _pad_lists(inner_ids, lengths))
+        return cls(positions, lengths, flat_values(inner_logits), flat_values(inner_ids))
 
-
-def _pad_lists(array: pa.Array, lengths: np.ndarray) -> np.ndarray:
-    """A list array as [P, longest list], zero padded (a plain reshape when all lists are full)."""
-    k = int(lengths.max(initial=0))
-    values = flat_values(array)
-    if (lengths == k).all():
-        return values.reshape(len(lengths), k)
-    out = np.zeros((len(lengths), k), values.dtype)
-    out[np.arange(k) < lengths[:, None]] = values  # row-major order: each list fills its row's start
-    return out
+    @property
+    def width(self) -> int:
+        return int(self.lengths.max(initial=0))
 
 
 def pad_rows(values: np.ndarray, lengths: np.ndarray, width: int, limit: int, fill, dtype) -> np.ndarray:
@@ -111,26 +105,54 @@ def pad_rows(values: np.ndarray, lengths: np.ndarray, width: int, limit: int, fi
 
 def topk_targets(lengths: np.ndarray, width: int, limit: int, pivot: TopK, source: TopK,
                  use_source: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """[B, width, K] logits, ids and validity mask of each position's chosen list (rows cut at ``limit``).
+    """[B, width, K] logits (float32), ids (int64) and validity mask of each position's chosen list.
 
-    Written row by row straight into the outputs (a batch has a few rows): the pivot's lists, then
-    the source's over them where the source is taken, then zeros past each chosen list's end.
+    Rows are cut at ``limit``; entries past the end of a list are zero.
     """
-    k = max(1, pivot.logits.shape[1], source.logits.shape[1])
+    k = max(1, pivot.width, source.width)
+    pivot_logits, source_logits = _raw_logits(pivot.logits, source.logits)
     shape = (len(lengths), width, k)
-    logits, ids, mask = np.zeros(shape, np.float32), np.zeros(shape, np.int64), np.zeros(shape, bool)
-    slots = np.arange(k)
-    for row, start in enumerate(np.cumsum(lengths) - lengths):
-        span = slice(start, start + min(int(lengths[row]), limit))
-        n = span.stop - span.start
-        take = (source.lengths[span] > 0) & bool(use_source[row])  # EMPTY falls back to the pivot
-        mask[row, :n] = slots < np.where(take, source.lengths[span], pivot.lengths[span])[:, None]
-        for out, from_pivot, from_source in ((logits, pivot.logits, source.logits), (ids, pivot.ids, source.ids)):
-            target = out[row, :n]
-            target[:, :from_pivot.shape[1]] = from_pivot[span]
-            np.copyto(target[:, :from_source.shape[1]], from_source[span], where=take[:, None])
-            np.copyto(target, 0, where=~mask[row, :n])
-    return logits, ids, mask
+    logits, ids, mask = np.zeros(shape, pivot_logits.dtype), np.zeros(shape, np.int64), np.zeros(shape, bool)
+    _fill_targets(lengths, limit, use_source, pivot.lengths, pivot_logits, pivot.ids, source.lengths, source_logits,
+                  source.ids, logits, ids, mask)
+    if logits.dtype == np.uint16:  # float16 bits
+        logits = logits.view(np.float16)
+    return logits.astype(np.float32, copy=False), ids, mask
+
+
+def _raw_logits(pivot: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both lists' logits in one dtype the kernel can copy: float16 as its bits (numba has no float16)."""
+    if pivot.dtype == source.dtype == np.float16:
+        return pivot.view(np.uint16), source.view(np.uint16)
+    return pivot.astype(np.float32, copy=False), source.astype(np.float32, copy=False)
+
+
+@njit(cache=True, nogil=True)
+def _fill_targets(row_lengths, limit, use_source, pivot_lengths, pivot_logits, pivot_ids, source_lengths,
+                  source_logits, source_ids, out_logits, out_ids, out_mask):
+    """One pass over the positions of all rows: copy each position's chosen list into the outputs.
+
+    A row that took the source uses the source's list at every position where it is not EMPTY;
+    everywhere else the pivot's list is used.
+    """
+    position, pivot_entry, source_entry = 0, 0, 0
+    for row in range(row_lengths.shape[0]):
+        for t in range(row_lengths[row]):
+            pivot_length, source_length = pivot_lengths[position], source_lengths[position]
+            if t < limit:
+                if use_source[row] and source_length > 0:
+                    for j in range(source_length):
+                        out_logits[row, t, j] = source_logits[source_entry + j]
+                        out_ids[row, t, j] = source_ids[source_entry + j]
+                        out_mask[row, t, j] = True
+                else:
+                    for j in range(pivot_length):
+                        out_logits[row, t, j] = pivot_logits[pivot_entry + j]
+                        out_ids[row, t, j] = pivot_ids[pivot_entry + j]
+                        out_mask[row, t, j] = True
+            position += 1
+            pivot_entry += pivot_length
+            source_entry += source_length
 
 
 def _row_name(table: pa.Table, row: int | None) -> str:

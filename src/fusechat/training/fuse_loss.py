@@ -37,12 +37,18 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return total / mask.sum().clamp_min(1).to(values.dtype)
 
 
+def next_token_ids(labels: torch.Tensor) -> torch.Tensor:
+    """[B, T]: the label each position predicts (labels[t + 1]; -100 and the last position as 0)."""
+    next_ids = torch.zeros_like(labels)
+    next_ids[:, :-1] = labels[:, 1:].clamp_min(0)
+    return next_ids
+
+
 def lm_loss(log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy, the mean over labelled next tokens of the batch."""
-    mask = next_label_mask(labels)
-    next_ids = labels[:, 1:].clamp_min(0).unsqueeze(-1)
-    nll = -log_probs[:, :-1].gather(-1, next_ids).squeeze(-1)
-    return masked_mean(nll, mask[:, :-1])
+    # Gathered from the whole [B, T, V] tensor (not a shifted view): its gradient is one buffer.
+    nll = -log_probs.gather(-1, next_token_ids(labels).unsqueeze(-1)).squeeze(-1)
+    return masked_mean(nll, next_label_mask(labels))
 
 
 def target_probabilities(target_logits: torch.Tensor, target_mask: torch.Tensor,
@@ -84,9 +90,7 @@ def lm_and_fuse_losses(log_probs: torch.Tensor, labels: torch.Tensor, target_log
                        target_ids: torch.Tensor, target_mask: torch.Tensor, temperature: float = 1.0,
                        loss_type: str = "ce") -> tuple[torch.Tensor, torch.Tensor]:
     """(:func:`lm_loss`, :func:`sparse_fuse_loss`) from a single gather of ``log_probs``."""
-    next_ids = torch.zeros_like(labels)
-    next_ids[:, :-1] = labels[:, 1:].clamp_min(0)
-    gathered = log_probs.gather(-1, torch.cat([target_ids, next_ids.unsqueeze(-1)], dim=-1))
+    gathered = log_probs.gather(-1, torch.cat([target_ids, next_token_ids(labels).unsqueeze(-1)], dim=-1))
     lm = masked_mean(-gathered[..., -1], next_label_mask(labels))
     fuse = fuse_loss_from_gathered(gathered[..., :-1], labels, target_logits, target_mask, temperature, loss_type)
     return lm, fuse

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None):
     tokenizer = load_tokenizer(model_args.model_name_or_path, args.model_max_length, args.cache_dir)
     attach_chat_template(tokenizer, data_args.conv_temp)
     # All data checks happen here, before the model is loaded.
-    train_set, eval_set = build_sets(data_args, args, tokenizer, config.vocab_size)
+    vocab_size = config.get_text_config().vocab_size
+    train_set, eval_set = build_sets(data_args, args, tokenizer, vocab_size)
     collator = TrainCollator(tokenizer.pad_token_id, args.model_max_length, args.pad_to_multiple_of,
                              fuse=args.do_fuse, fuse_with_ref_model=args.fuse_with_ref_model,
                              row_log_path=row_log_path(args.output_dir))
