@@ -119,3 +119,12 @@ def test_bad_flag_values_are_input_errors(tmp_path, extra, message):
             "--do_fuse", *extra]
     with pytest.raises(InputError, match=message):
         parse_args(argv)
+
+
+def test_remove_unused_columns_stays_off(tmp_path, caplog):
+    argv = ["--model_name_or_path", "m", "--data_path", "d", "--output_dir", str(tmp_path), "--use_cpu", "True",
+            "--remove_unused_columns", "True"]
+    with caplog.at_level(logging.WARNING, logger="fusechat.training.arguments"):
+        _, _, args = parse_args(argv)
+    assert args.remove_unused_columns is False
+    assert any("--remove_unused_columns True ignored" in r.message for r in caplog.records)

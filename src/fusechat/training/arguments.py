@@ -65,6 +65,10 @@ class FuseTrainingArguments(transformers.TrainingArguments):
 
     def __post_init__(self):
         check_fuse_arguments(self)
+        if self.remove_unused_columns:
+            logger.warning("--remove_unused_columns True ignored: the collator reads the columns it needs from each "
+                           "row (and the fast path hands it whole Arrow batches)")
+            self.remove_unused_columns = False
         super().__post_init__()
 
 
