@@ -9,7 +9,6 @@ logit 1.0), as the alignment stage writes them.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from fusechat import schema
 from fusechat.templates import encode_conversation, get_template
@@ -91,11 +90,6 @@ def save_set(rows: list[dict], path, index_dtype: str = "uint16"):
     features = Features({name: every[name] for name in rows[0]})
     DatasetDict({"train": Dataset.from_list(rows, features=features)}).save_to_disk(str(path))
     return path
-
-
-@pytest.fixture(scope="module")
-def aligned_set(tmp_path_factory, openchat_tokenizer):
-    return save_set(aligned_rows(openchat_tokenizer), tmp_path_factory.mktemp("aligned") / "set")
 
 
 def test_built_sets_pass_the_training_checks(openchat_tokenizer, tmp_path):

@@ -19,7 +19,7 @@ from fusechat.templates import encode_conversation, generation_prompt_ids, get_t
 from fusechat.training import run
 from fusechat.training.datasets import ConversationRows
 from test_train_args import PUBLISHED, cpu_subset
-from test_train_fixtures import aligned_rows, conversations, save_set, token_rows
+from test_train_fixtures import aligned_rows, conversations, save_set
 
 # The OpenChat-3.5 prompt ids published with FuseChat-7B for this conversation.
 CHAT = [("user", "Hello"), ("assistant", "Hi"), ("user", "How are you today?")]
