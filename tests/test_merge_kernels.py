@@ -234,3 +234,17 @@ def test_group_keys(name, granularity, key):
 def test_group_key_rejects_unknown_granularity():
     with pytest.raises(InputError, match="granularity"):
         group_key("model.norm.weight", "block")
+
+
+def test_kth_largest_is_exact_on_ties_and_spread_values():
+    from fusechat.merge.sce import kth_largest, top_positions
+
+    g = torch.Generator().manual_seed(12)
+    cases = [torch.rand(5000, generator=g, dtype=torch.float64) * 10.0 ** torch.randint(-30, 30, (5000,), generator=g),
+             torch.randint(0, 4, (3000,), generator=g).double() / 3, torch.zeros(10, dtype=torch.float64)]
+    for values in cases:
+        ordered = np.sort(values.numpy())[::-1]
+        for k in (1, 2, 7, values.numel() // 3, values.numel()):
+            assert kth_largest(values, k).item() == ordered[k - 1]
+            chosen = top_positions(values, k)
+            assert chosen.numel() == k and np.sort(values[chosen].numpy())[::-1].tolist() == ordered[:k].tolist()

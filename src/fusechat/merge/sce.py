@@ -34,8 +34,8 @@ def selection_count(select_topk: float, nonzero: int) -> int:
     return int(select_topk * nonzero)
 
 
-def chunk_deltas(base: torch.Tensor, targets: Sequence[torch.Tensor], part: slice | torch.Tensor) -> torch.Tensor:
-    """``[n, len(part)]`` float64 deltas of flat inputs over one chunk (or at given positions)."""
+def chunk_deltas(base: torch.Tensor, targets: Sequence[torch.Tensor], part: slice) -> torch.Tensor:
+    """``[n, len(part)]`` float64 deltas of flat inputs over one chunk."""
     base_part = base[part].to(WIDE)
     return torch.stack([target[part].to(WIDE).sub_(base_part) for target in targets])
 
@@ -54,10 +54,34 @@ def population_variance(deltas: torch.Tensor) -> torch.Tensor:
     return sum_over_models((deltas - mean).square_()).div_(len(deltas))
 
 
+def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k``-th largest of non-negative float64 ``values`` (1 <= k <= numel), by radix selection.
+
+    Non-negative doubles order like their bit patterns, so four passes over a 16-bit histogram of
+    the candidates pin the threshold down exactly; unlike ``torch.topk`` (two full-size copies),
+    the memory is one chunk.
+    """
+    bits = values.view(torch.int64)
+    prefix, remaining = 0, k
+    for shift in (48, 32, 16, 0):
+        histogram = torch.zeros(1 << 16, dtype=torch.int64, device=values.device)
+        for part in chunks(bits.numel(), 1 << 20):
+            candidates = bits[part]
+            if shift < 48:  # only those that share the bits above, already decided
+                candidates = candidates[(candidates >> (shift + 16)) == prefix]
+            histogram += torch.bincount((candidates >> shift) & 0xFFFF, minlength=1 << 16)
+        from_top = histogram.flip(0).cumsum(0)
+        index = int(torch.searchsorted(from_top, remaining))
+        if index:
+            remaining -= int(from_top[index - 1])
+        prefix = (prefix << 16) | (0xFFFF - index)
+    return torch.tensor(prefix, dtype=torch.int64).view(torch.float64)
+
+
 def top_positions(values: torch.Tensor, k: int) -> torch.Tensor:
-    """Flat positions of the ``k`` largest ``values``; among equal values the earlier position wins,
-    so the selection does not depend on how ``torch.topk`` orders ties."""
-    threshold = torch.topk(values, k, largest=True, sorted=False).values.min()
+    """Flat positions of the ``k`` largest non-negative ``values``; among equal values the earlier
+    position wins, so the selection is the same however a sort would order ties."""
+    threshold = kth_largest(values, k).to(values.device)
     above = torch.nonzero(values > threshold).squeeze(1)
     ties = torch.nonzero(values == threshold).squeeze(1)[: k - above.numel()]
     return torch.cat([above, ties])
@@ -77,7 +101,9 @@ def sce_weights(base: torch.Tensor, targets: Sequence[torch.Tensor], select_topk
             # Squared deltas at the selected positions only, instead of a full-size mask.
             positions = top_positions(variance, k)
             del variance
-            weights = chunk_deltas(base, targets, positions).square_().sum(dim=1) / numel
+            base_selected = base[positions].to(WIDE)
+            weights = torch.stack([target[positions].to(WIDE).sub_(base_selected).square_().sum()
+                                   for target in targets]) / numel
     else:
         weights = torch.zeros(n, dtype=WIDE, device=base.device)
         for part in chunks(numel):

@@ -1,4 +1,4 @@
-"""VaRM statistics: how far each target moved from the pivot, per tensor, module, layer and model.
+"""VaRM statistics: how far each target moved from the pivot, per tensor, module and layer, and overall.
 
 For every target, the reference's analysis JSON (its key names, typo included, so reference tooling
 reads it): ``aveage_var_degree`` (summed change over all parameters / number of parameters),
