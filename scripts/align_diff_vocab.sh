@@ -51,8 +51,8 @@ for source in "${SOURCE_LIST[@]}"; do
   if [[ "$ALIGN_TYPE" == hard ]]; then token_done="$matrix"; else token_done="$mapping"; fi
   run_step align_diff_vocab "$(model_name "$source")_token_alignment" "$token_done" \
     "${align[@]}" "${common[@]}" --do_token_alignment \
-    --base_dataset_dir "$(joined , "${base_sets[@]}")" \
-    --blending_dataset_dir "$(joined , "${blending_sets[@]}")"
+    --base_dataset_dir "$(comma_list "${base_sets[@]}")" \
+    --blending_dataset_dir "$(comma_list "${blending_sets[@]}")"
   for i in $(split_indices); do
     run_step align_diff_vocab "$(model_name "$source")_split$i" "$(aligned_dir "$source" "$i")" \
       "${align[@]}" "${common[@]}" --do_distribution_alignment --use_token_alignment_matrix \

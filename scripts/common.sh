@@ -72,11 +72,9 @@ aligned_dir() { echo "$ALIGNED_DIR/$(model_name "$PIVOT")_$(model_name "$1")_rep
 fnan_dir() { echo "$(aligned_dir "$1" "$2")_fnan"; }
 ckpt_dir() { echo "$CKPT_DIR/$(model_name "$PIVOT")_$(model_name "$1")_pairwise_fusion_ckpt"; }
 
-joined() {  # joined SEP ITEM...: the items joined by SEP
-  local sep="$1"; shift
-  local out="$1"; shift
-  for item in "$@"; do out+="$sep$item"; done
-  echo "$out"
+comma_list() {  # comma_list ITEM...: the items joined by commas, as the stage scripts take lists
+  local IFS=,
+  echo "$*"
 }
 
 # ---- checks, run before any work -------------------------------------------------------------

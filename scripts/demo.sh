@@ -26,6 +26,7 @@ export GRAD_ACCUM="${GRAD_ACCUM:-1}"
 export LEARNING_RATE="${LEARNING_RATE:-1e-3}"
 export WARMUP_RATIO="${WARMUP_RATIO:-0}"
 export SAVE_STRATEGY="${SAVE_STRATEGY:-no}"
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"   # everything is local: never wait on the network
 source "$SCRIPTS_DIR/common.sh"
 export RECIPE="${RECIPE:-$PROJ_PATH/mergekit/fusechat_configs/fusechat-sce.yml}"
 export MERGED_DIR="${MERGED_DIR:-$CKPT_DIR/$(model_name "$PIVOT")_$(basename "$RECIPE" .yml)}"
@@ -36,13 +37,14 @@ mkdir -p "$LOG_DIR"
 : >"$STEPS_FILE"
 export APPEND_STEPS=1
 
-fixtures=()
+missing=()
 for name in "$PIVOT" "${SOURCE_LIST[@]}"; do
-  [[ -f "$(model_dir "$name")/config.json" ]] || fixtures+=("$name")
+  [[ -f "$(model_dir "$name")/config.json" ]] || missing+=("$name")
 done
-if [[ ${#fixtures[@]} -gt 0 ]]; then
-  run_step fixtures tiny_models "" "$PYTHON" -m fusechat.fixtures --out "$MODELS_DIR" --models "$(joined , "${fixtures[@]}")"
-fi
+fixtures_done="$MODELS_DIR"
+if [[ ${#missing[@]} -gt 0 ]]; then fixtures_done=""; fi
+run_step fixtures tiny_models "$fixtures_done" \
+  "$PYTHON" -m fusechat.fixtures --out "$MODELS_DIR" --models "$(comma_list "${missing[@]}")"
 
 "$SCRIPTS_DIR/pipeline.sh"
 

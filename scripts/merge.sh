@@ -37,7 +37,7 @@ fi
 merge_models() {
   local recipe_copy="$MERGED_DIR.yml"
   "$PYTHON" -m fusechat.demo recipe "$RECIPE" "$recipe_copy" --pivot "$(model_dir "$PIVOT")" \
-    --targets "$(joined , "${targets[@]}")"
+    --targets "$(comma_list "${targets[@]}")"
   cat "$recipe_copy"
   read -r -a extra <<<"$MERGE_ARGS"
   "$MERGE_CMD" "$recipe_copy" "$MERGED_DIR" "${extra[@]}"

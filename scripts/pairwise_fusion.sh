@@ -51,7 +51,7 @@ fuse() {  # fuse SOURCE
   for i in $(split_indices); do data+=("$(fnan_dir "$source" "$i")"); done
   local args=(
     --model_name_or_path "$(model_dir "$PIVOT")"
-    --data_path "$(joined , "${data[@]}")"
+    --data_path "$(comma_list "${data[@]}")"
     --output_dir "$(ckpt_dir "$source")"
     --num_train_epochs "$NUM_EPOCHS"
     --max_steps "$MAX_STEPS"
