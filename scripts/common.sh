@@ -28,11 +28,16 @@ NUM_WORKERS="${NUM_WORKERS:-8}"          # --preprocessing_num_workers of the da
 OVERWRITE="${OVERWRITE:-0}"              # 1: redo steps whose outputs exist
 PYTHON="${PYTHON:-python}"
 read -r -a SOURCE_LIST <<<"${SOURCES//,/ }"   # spaces or commas both separate names
+RECIPE="${RECIPE:-$PROJ_PATH/mergekit/fusechat_configs/fusechat-sce.yml}"   # merge recipe
+MERGED_DIR="${MERGED_DIR:-$CKPT_DIR/$(basename "$PIVOT")_$(basename "$RECIPE" .yml)}"
 
 # GPUS: comma-separated device ids (CUDA_VISIBLE_DEVICES style); empty runs everything on the CPU.
 # Unset, it lists the GPUs nvidia-smi reports.
 if [[ -z "${GPUS+set}" ]]; then
   GPUS="$(nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | paste -sd, - || true)"
+fi
+if [[ -z "$GPUS" ]]; then
+  export CUDA_VISIBLE_DEVICES=""   # CPU run: keep any GPU out of it
 fi
 
 # Defaults that depend on having GPUs: the published bf16 / flash-attention / FSDP run on GPUs,
@@ -86,11 +91,17 @@ require_corpus() {
 }
 
 require_model() {  # require_model VARIABLE NAME: the model folder exists, else name the variable to set
-  local variable="$1" name="$2" dir
+  local variable="$1" name="$2" dir hub_id
   dir="$(model_dir "$name")"
+  if [[ "$name" == */* ]]; then hub_id="$name"; else hub_id="ORG/$name"; fi
   [[ -f "$dir/config.json" ]] || die "model folder not found: $dir (no config.json)
-  set $variable to model folder names under MODELS_DIR=$MODELS_DIR (or to paths), or set MODELS_DIR;
-  e.g. download one with: huggingface-cli download ORG/$(model_name "$name") --local-dir $dir"
+  set $variable to folder names under MODELS_DIR=$MODELS_DIR (or to folder paths), or set MODELS_DIR;
+  to fetch a model: huggingface-cli download $hub_id --local-dir $MODELS_DIR/$(model_name "$name")"
+}
+
+require_recipe() {
+  [[ -f "$RECIPE" ]] || die "merge recipe not found: $RECIPE
+  set RECIPE to a mergekit config, e.g. $PROJ_PATH/mergekit/fusechat_configs/fusechat-sce.yml"
 }
 
 require_models() {  # require_models VARIABLE NAME...
@@ -164,7 +175,3 @@ run_on_gpu_groups() {
   for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
   return "$failed"
 }
-
-if [[ -z "$GPUS" ]]; then
-  export CUDA_VISIBLE_DEVICES=""   # CPU run: keep any GPU out of it
-fi

@@ -28,8 +28,6 @@ export WARMUP_RATIO="${WARMUP_RATIO:-0}"
 export SAVE_STRATEGY="${SAVE_STRATEGY:-no}"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"   # everything is local: never wait on the network
 source "$SCRIPTS_DIR/common.sh"
-export RECIPE="${RECIPE:-$PROJ_PATH/mergekit/fusechat_configs/fusechat-sce.yml}"
-export MERGED_DIR="${MERGED_DIR:-$CKPT_DIR/$(model_name "$PIVOT")_$(basename "$RECIPE" .yml)}"
 ANSWER="$LOG_DIR/demo_answer.json"
 
 require_corpus

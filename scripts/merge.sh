@@ -6,19 +6,17 @@
 #   RECIPE=mergekit/fusechat_configs/fusechat-sce.yml scripts/merge.sh
 #
 # Input: checkpoints/{pivot}_{source}_pairwise_fusion_ckpt for every source (or TARGETS, folders).
+# Recipe: RECIPE (default mergekit/fusechat_configs/fusechat-sce.yml).
 # Output: MERGED_DIR, by default checkpoints/{pivot}_{recipe name}, e.g. openchat_3.5_fusechat-sce.
 # Extra fusechat-merge / mergekit-yaml options: MERGE_ARGS="--lazy-unpickle" (default: --cuda on GPUs).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-RECIPE="${RECIPE:-$PROJ_PATH/mergekit/fusechat_configs/fusechat-sce.yml}"
-MERGED_DIR="${MERGED_DIR:-$CKPT_DIR/$(model_name "$PIVOT")_$(basename "$RECIPE" .yml)}"
 MERGE_ARGS="${MERGE_ARGS-$(gpu_default --cuda "")}"
 MERGE_CMD="${MERGE_CMD:-fusechat-merge}"
 
 require_model PIVOT "$PIVOT"
-[[ -f "$RECIPE" ]] || die "merge recipe not found: $RECIPE
-  set RECIPE to a mergekit config, e.g. $PROJ_PATH/mergekit/fusechat_configs/fusechat-sce.yml"
+require_recipe
 require_command "$MERGE_CMD" "install the project: pip install -e ."
 if [[ -n "${TARGETS:-}" ]]; then
   read -r -a targets <<<"${TARGETS//,/ }"

@@ -24,7 +24,10 @@ for script in get_data_representation replace_model align_token_and_vocab filter
   require_script "FuseChat/train/$script.py"
 done
 require_command torchrun "it comes with PyTorch"
-if [[ "$MERGE" == 1 ]]; then require_command "${MERGE_CMD:-fusechat-merge}" "install the project: pip install -e ."; fi
+if [[ "$MERGE" == 1 ]]; then
+  require_recipe
+  require_command "${MERGE_CMD:-fusechat-merge}" "install the project: pip install -e ."
+fi
 
 source_dirs=()
 for source in "${SOURCE_LIST[@]}"; do source_dirs+=("$(model_dir "$source")"); done
@@ -46,7 +49,7 @@ stage() {  # stage DRIVER [VARIABLE=VALUE...]
   env "$@" "$SCRIPTS_DIR/$driver" || die "stage $driver failed (logs under $(rel "$LOG_DIR"))"
 }
 
-stage get_representation.sh
+stage get_representation.sh MODELS="$PIVOT ${SOURCE_LIST[*]}"
 if [[ ${#same[@]} -gt 0 ]]; then stage align_same_vocab.sh SOURCES="${same[*]}"; fi
 if [[ ${#different[@]} -gt 0 ]]; then stage align_diff_vocab.sh SOURCES="${different[*]}"; fi
 stage filter_nan.sh

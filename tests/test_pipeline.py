@@ -292,8 +292,9 @@ def test_a_driver_without_its_inputs_names_the_driver_to_run_first(project, scri
 def test_bad_settings_are_refused_before_any_work(project):
     result = run("pipeline.sh", project["env"], SPLIT_NUM="0")
     assert result.returncode != 0 and "SPLIT_NUM" in result.stderr
-    result = run("merge.sh", project["env"], RECIPE=str(project["work"] / "no.yml"))
-    assert result.returncode != 0 and "set RECIPE" in result.stderr
+    for script in ("pipeline.sh", "merge.sh"):  # the merge recipe is checked before the first stage
+        result = run(script, project["env"], RECIPE=str(project["work"] / "no.yml"))
+        assert result.returncode != 0 and "set RECIPE" in result.stderr
     assert no_work_done(project)
 
 

@@ -247,7 +247,12 @@ def format_summary(summary: dict, answer: dict | None = None) -> str:
                           steps, _curve(p["training"], "lm_loss"), _curve(p["training"], "fuse_loss")])
     parts += ["", "Pairs (pivot + source)",
               _table(["source", "vocabulary", "rows (aligned -> kept)", "source distribution at", "MinCE: source won",
-                      "train steps", "LM loss", "fuse loss"], pair_rows)]
+                      "train steps", "LM loss", "fuse loss"], pair_rows),
+              "  source distribution at: pivot positions whose fused entry is the source's distribution, not "
+              "ONE-HOT or EMPTY.",
+              "  MinCE: source won: rows where the source's metric_ce beats the pivot's (bfloat16, ties to the "
+              "pivot); they train toward the source's distribution, the other rows toward the pivot's own.",
+              "  LM and fuse loss: first and last logged values of the pairwise fusion."]
     if answer is not None:
         parts += ["", f"Merged model {answer['model']}", f"  Q: {answer['question']}", f"  A: {answer['answer']}"]
     return "\n".join(parts)
