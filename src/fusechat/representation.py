@@ -105,18 +105,22 @@ def pad_rows(rows: list[list[int]], value: int):
     return out
 
 
-def next_token_stats(logits16, next_labels, top_k: int):
-    """For float16 logits [N, V] and next labels [N] (-100 = none): CE [N] (float32, NaN where no
-    label), top-k float16 values [N, k] and int ids [N, k]."""
+def next_token_stats(logits, next_labels, top_k: int):
+    """For logits [N, V] already rounded to float16 (held as float32) and next labels [N] (-100 =
+    none): CE [N] (float32, NaN where no label), top-k values [N, k] and ids [N, k].
+
+    The float16 rounding is the reference's; the arithmetic runs on float32 copies because CPUs have
+    no fast float16 kernels (top-k picks the same entries either way). A NaN anywhere in a row
+    makes its log-normaliser NaN, which is how callers detect NaN logits without another pass.
+    """
     import torch
 
-    values, indices = torch.topk(logits16, top_k, dim=-1)
-    logits32 = logits16.float()
-    log_z = torch.logsumexp(logits32, dim=-1)
+    values, indices = torch.topk(logits, top_k, dim=-1)
+    log_z = torch.logsumexp(logits, dim=-1)
     safe = next_labels.clamp(min=0)
-    picked = logits32.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    picked = logits.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
     ce = torch.where(next_labels == IGNORE_INDEX, torch.full_like(log_z, math.nan), log_z - picked)
-    return ce, values, indices
+    return ce, values, indices, torch.isnan(log_z)
 
 
 class ChunkedLogits:
@@ -174,16 +178,16 @@ def capture_batch(model, chunker: ChunkedLogits, rows: list[dict], pad_id: int, 
         step = max(1, LOGIT_CHUNK_ELEMENTS // max(vocab, 1))
         ces, values, indices, nan_rows = [], [], [], set()
         for start in range(0, flat_hidden.shape[0], step):
-            logits16 = project(flat_hidden[start:start + step]).to(torch.float16)
-            bad = torch.isnan(logits16).any(dim=-1)
-            if bad.any():
-                nan_rows.update((torch.nonzero(bad).squeeze(-1) + start).div(width, rounding_mode="floor").tolist())
-            ce, v, ix = next_token_stats(logits16, flat_next[start:start + step], options.top_k)
+            logits = project(flat_hidden[start:start + step]).to(torch.float16).float()
+            ce, v, ix, bad = next_token_stats(logits, flat_next[start:start + step], options.top_k)
+            if bad.any():  # only real positions count; padding is not content
+                flat = (torch.nonzero(bad).squeeze(-1) + start).tolist()
+                nan_rows.update(p // width for p in flat if p % width < len(rows[p // width]["input_ids"]))
             ces.append(ce)
             values.append(v)
             indices.append(ix)
     ce = torch.cat(ces).view(batch, width).cpu().numpy()
-    values = torch.cat(values).view(batch, width, -1).cpu().numpy()
+    values = torch.cat(values).view(batch, width, -1).to(torch.float16).cpu().numpy()
     indices = torch.cat(indices).view(batch, width, -1).to(torch.int32).cpu().numpy()
     if nan_rows and not options.no_assert:
         ids = [rows[i][ID] for i in sorted(nan_rows)]
