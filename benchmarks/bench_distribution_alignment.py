@@ -38,6 +38,7 @@ from rapidfuzz.distance import Levenshtein  # noqa: E402
 from test_distribution_alignment import oracle_align_distribution  # noqa: E402
 from token_alignment_oracle import literal_align_tokens  # noqa: E402
 
+from text_sizes import prefix_with_tokens  # noqa: E402
 from fusechat import fixtures  # noqa: E402
 from fusechat.alignment.distribution_alignment import EMPTY, ONE_HOT, DistributionAligner  # noqa: E402
 from fusechat.alignment.token_alignment import align_tokens, decoded_token_strings  # noqa: E402
@@ -55,20 +56,6 @@ SETTINGS = [("hard", False), ("soft", False), ("default", False), ("default", Tr
 
 def corpus_records():
     return json.loads(CORPUS.read_text(encoding="utf-8"))
-
-
-def prefix_with_tokens(tokenizer, text: str, size: int) -> str:
-    """The shortest prefix of text whose encoding has at least ``size`` tokens."""
-    if len(tokenizer.encode(text)) < size:
-        raise SystemExit(f"the benchmark text has fewer than {size} tokens")
-    low, high = 1, len(text)
-    while low < high:
-        middle = (low + high) // 2
-        if len(tokenizer.encode(text[:middle])) >= size:
-            high = middle
-        else:
-            low = middle + 1
-    return text[:low]
 
 
 def candidates(rng, blending_ids: list[int], vocabulary_size: int):

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
-from scipy import sparse
 
 from fusechat import fixtures
 from fusechat.alignment.token_alignment import align_tokens, decoded_token_strings

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from token_alignment_oracle import literal_align_tokens  # noqa: E402
 
+from text_sizes import prefix_with_tokens  # noqa: E402
 from fusechat import fixtures  # noqa: E402
 from fusechat.alignment.token_alignment import align_tokens, decoded_token_strings  # noqa: E402
 
@@ -36,20 +37,6 @@ def mixed_text() -> str:
         chunks.extend(lines[start:start + 25])
         chunks.append(CHINESE if (start // 25) % 2 == 0 else EMOJI)
     return "\n".join(chunks)
-
-
-def prefix_with_tokens(tokenizer, text: str, size: int) -> str:
-    """The shortest prefix of text whose encoding has at least `size` tokens (binary search)."""
-    low, high = 1, len(text)
-    if len(tokenizer.encode(text)) < size:
-        raise SystemExit(f"the benchmark text has fewer than {size} tokens")
-    while low < high:
-        middle = (low + high) // 2
-        if len(tokenizer.encode(text[:middle])) >= size:
-            high = middle
-        else:
-            low = middle + 1
-    return text[:low]
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 OpenChat-vocabulary pivot and the tiny Qwen-vocabulary source, against the literal oracles."""
 
 import json
-import math
 
 import numpy as np
 import pytest

@@ -314,4 +314,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main, sys.argv[1:])
+    raise SystemExit(run_cli(main, sys.argv[1:]))

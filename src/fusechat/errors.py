@@ -8,12 +8,14 @@ class InputError(ValueError):
     """
 
 
-def run_cli(main, argv=None) -> None:
-    """Run a script's ``main``; bad input ends it with the message and exit status 2, no traceback."""
+def run_cli(main, argv=None, prog: str | None = None) -> int:
+    """Run a script's ``main``; bad input ends it with one line on stderr and exit status 2, no
+    traceback. Returns the exit status (scripts: ``raise SystemExit(run_cli(main))``)."""
     import sys
 
     try:
         main(argv)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        print(f"{prog + ': ' if prog else ''}error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -10,7 +10,6 @@ import tempfile
 import uuid
 from pathlib import Path
 
-import numpy as np
 
 from ..alignment.corpus import (ALIGNMENT_COLUMN, CARRIED, TokenizerSpec, aligned_features,
                                 distribution_alignment_batch, paired, share_carried, token_alignment_batch)

@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import run_cli
 from .questions import BenchPaths
 
 DEFAULT_JUDGE = "gpt-4-0125-preview"
@@ -46,12 +45,7 @@ def _paths(args) -> BenchPaths:
 
 def _run(main, argv) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        main(argv)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(main, argv)
 
 
 def gen_model_answer(argv: list[str] | None = None) -> int:

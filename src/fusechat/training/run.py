@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import run_cli
 from ..modeling import check_model_path, load_causal_lm, load_config, load_tokenizer
 from ..templates import chat_template_jinja, get_template, tokenizer_adds_bos
 from .arguments import parse_args
@@ -107,9 +107,4 @@ def cli(argv: list[str] | None = None) -> int:
     """Entry point of FuseChat/train/train.py: bad input is one clear line and exit status 2."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
                         stream=sys.stderr)
-    try:
-        main(argv)
-    except InputError as exc:
-        print(f"train.py: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(main, argv, prog="train.py")
