@@ -99,3 +99,9 @@ def load_causal_lm(model_name_or_path: str, model_max_length: int | None = None,
     if device_map and device_map != "none":
         kwargs["device_map"] = device_map
     return AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
+
+
+def output_vocab_size(model) -> int:
+    """Rows of the output layer: the ids a model can predict (may exceed the tokenizer's length)."""
+    head = model.get_output_embeddings()
+    return head.weight.shape[0] if head is not None else model.config.get_text_config().vocab_size

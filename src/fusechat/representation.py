@@ -23,7 +23,8 @@ import numpy as np
 
 from . import data as corpus
 from .errors import InputError
-from .schema import IGNORE_INDEX, ID, INDICES, LOGITS, METRIC_CE, PER_STEP_METRIC_CE
+from .modeling import output_vocab_size
+from .schema import IGNORE_INDEX, ID, INDICES, LOGITS, METRIC_CE, PER_STEP_METRIC_CE, row_lengths
 from .templates import ChatTemplate, encode_rendered, render_conversation
 
 logger = logging.getLogger(__name__)
@@ -173,9 +174,7 @@ def capture_batch(model, chunker: ChunkedLogits, rows: list[dict], pad_id: int, 
             project = lambda h: h  # noqa: E731
         flat_hidden = hidden.reshape(batch * width, -1)
         flat_next = next_labels.reshape(-1)
-        vocab = model.config.get_text_config().vocab_size if hasattr(model.config, "get_text_config") \
-            else model.config.vocab_size
-        step = max(1, LOGIT_CHUNK_ELEMENTS // max(vocab, 1))
+        step = max(1, LOGIT_CHUNK_ELEMENTS // output_vocab_size(model))
         ces, values, indices, nan_rows = [], [], [], set()
         for start in range(0, flat_hidden.shape[0], step):
             logits = project(flat_hidden[start:start + step]).to(torch.float16).float()
@@ -218,7 +217,7 @@ def capture_representations(model, tokenized, options: CaptureOptions, pad_id: i
     """Yield ``(row index, representation columns)`` in length-sorted batch order."""
     from tqdm.auto import tqdm
 
-    lengths = [len(ids) for ids in tokenized["input_ids"]]
+    lengths = row_lengths(tokenized).tolist()
     batches = length_sorted_batches(lengths, options.batch_size)
     device = device or next(model.parameters()).device
     chunker = ChunkedLogits(model)
@@ -248,9 +247,8 @@ def representation_dataset(tokenized, options: CaptureOptions, model, pad_id: in
 
     from .schema import index_dtype_for, representation_features
 
-    vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None \
-        else model.config.vocab_size
-    features = representation_features(options.top_k, options.per_token_metric, index_dtype_for(vocab))
+    features = representation_features(options.top_k, options.per_token_metric,
+                                       index_dtype_for(output_vocab_size(model)))
     features["_row"] = Value("int64")
     path = str(Path(scratch_dir) / "captured.arrow")
     with ArrowWriter(features=features, path=path) as writer:

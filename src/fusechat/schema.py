@@ -90,6 +90,13 @@ def arrow_column(dataset, name: str):
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
+def row_lengths(dataset, column: str = "input_ids"):
+    """Per-row lengths of a list column, read from Arrow offsets (no Python lists of tokens)."""
+    import numpy as np
+
+    return np.diff(np.asarray(arrow_column(dataset, column).offsets))
+
+
 def first_differing_row(left, right) -> int | None:
     """First row where two equal-length list<int> (or string) columns differ, else None; vectorised."""
     import numpy as np

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..schema import (FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, INDICES, LOGITS,
-                      PER_STEP_FUSED_METRIC_CE, check_same_conversations)
+                      PER_STEP_FUSED_METRIC_CE, check_same_conversations, row_lengths)
 from .distribution_alignment import DistributionAligner, dropped_columns, fused_columns, not_aligned
 from .token_alignment import align_tokens, decoded_token_strings
 
@@ -120,6 +120,6 @@ def aligned_features(base_features, metric_level: str, fused_index_dtype: str):
 
 
 def share_carried(dataset) -> float:
-    total = sum(len(x) for x in dataset["input_ids"])
+    total = int(row_lengths(dataset).sum())
     return float(np.sum(dataset[CARRIED])) / total if total else 0.0
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from .. import data as corpus
 from ..errors import InputError
-from ..modeling import load_causal_lm, load_tokenizer
+from ..modeling import load_causal_lm, load_tokenizer, output_vocab_size
 from ..representation import CaptureOptions, representation_dataset, select_records, tokenize_records
-from ..schema import SPLIT, TOKENIZED_COLUMNS, require_columns, train_split
+from ..schema import SPLIT, TOKENIZED_COLUMNS, require_columns, row_lengths, train_split
 from ..storage import load_dataset_dir, save_dataset_atomic, write_json
 from ..templates import get_template
 
@@ -82,7 +82,7 @@ def main(argv=None) -> None:
         raise InputError(f"--top_k_logits must be at least 1, got {args.top_k_logits}")
     tokenizer = load_tokenizer(args.model_name_or_path, args.model_max_length, args.cache_dir)
     tokenized = tokenized_set(args, tokenizer)
-    logger.info("%d conversations, %d tokens", len(tokenized), sum(len(x) for x in tokenized["input_ids"]))
+    logger.info("%d conversations, %d tokens", len(tokenized), int(row_lengths(tokenized).sum()))
     if not args.get_representation:
         return
 
@@ -94,8 +94,8 @@ def main(argv=None) -> None:
     model.eval()
     if not args.device_map and torch.cuda.is_available():
         model.to("cuda")
-    vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else None
-    if vocab is not None and len(tokenizer) > vocab:
+    vocab = output_vocab_size(model)
+    if len(tokenizer) > vocab:
         raise InputError(f"{args.model_name_or_path}: tokenizer has {len(tokenizer)} tokens but the model's "
                          f"output layer only {vocab}")
     options = CaptureOptions(top_k=args.top_k_logits, batch_size=args.batch_size,
