@@ -79,6 +79,30 @@ def load_tokenizer(model_name_or_path: str, model_max_length: int | None = None,
     return tokenizer
 
 
+def read_model_config(model_name_or_path: str, cache_dir: str | None = None) -> dict:
+    """config.json as a plain dict: no model class is needed, so models that ship their own code
+    (internlm2) are read without ``trust_remote_code``."""
+    from transformers import PretrainedConfig
+
+    check_model_path(model_name_or_path)
+    config, _ = PretrainedConfig.get_config_dict(model_name_or_path, cache_dir=cache_dir)
+    return config
+
+
+def model_turn_separator(model_name_or_path: str, tokenizer, override: str | None = None,
+                         cache_dir: str | None = None) -> str:
+    """The turn separator of ``templates.turn_separator`` for a model folder (``--separator`` overrides)."""
+    from .templates import turn_separator
+
+    if override:
+        return turn_separator(tokenizer, override=override)
+    separator = turn_separator(tokenizer, read_model_config(model_name_or_path, cache_dir))
+    if separator != tokenizer.eos_token:
+        logger.info("%s closes turns with %s (not its eos %s), as the released code does",
+                    model_name_or_path, separator, tokenizer.eos_token)
+    return separator
+
+
 def torch_dtype(load_in_half: str):
     import torch
 

@@ -49,11 +49,13 @@ def select_records(records: list, sample_prop: float | None, split_num: int | No
 
 
 def tokenize_records(records: list[dict], tokenizer, template: ChatTemplate, max_length: int,
-                     mask_instruction: bool, num_proc: int | None = None):
+                     mask_instruction: bool, num_proc: int | None = None, separator: str | None = None):
     """A ``datasets.Dataset`` with id, input_ids, labels, attention_mask, in record order.
 
-    ``records`` are validated ``{"id", "messages"}`` dicts (data.validate_records).
+    ``records`` are validated ``{"id", "messages"}`` dicts (data.validate_records); turns close with
+    ``separator`` (default: the tokenizer's eos).
     """
+    separator = separator or tokenizer.eos_token
     from datasets import Dataset
 
     from .schema import tokenized_features
@@ -66,7 +68,7 @@ def tokenize_records(records: list[dict], tokenizer, template: ChatTemplate, max
     })
 
     def encode(batch):
-        rendered = [render_conversation(template, list(zip(roles, texts)), tokenizer.eos_token)
+        rendered = [render_conversation(template, list(zip(roles, texts)), separator)
                     for roles, texts in zip(batch["roles"], batch["texts"])]
         encoded = encode_rendered(tokenizer, rendered, max_length, mask_instruction)
         return {ID: batch[ID], **encoded}

@@ -3,8 +3,13 @@
 One mechanism serves every template: a conversation is rendered to text while recording the
 character spans of each assistant reply plus its closing separator; the text is tokenized once
 with offsets, and a token is a label exactly when its character span overlaps one of those spans.
-So the leading BOS and every role marker are masked, and the space after a role marker's colon
-goes with the reply's first token when the tokenizer merges them, for every tokenizer alike.
+So the leading BOS and every role marker are masked. The spaces after a role marker (the " " of
+"GPT4 Correct Assistant: ") belong to the reply's span, as in the released code, which labels every
+token after the colon: merged into the reply's first token or emitted alone (before a digit, a CJK
+character, a newline or more spaces), that token is a label.
+
+The turn separator that ``{eos}`` stands for is the tokenizer's eos, except for the model families
+where the released train.py overrides it (:func:`turn_separator`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class ChatTemplate:
     default_system: str = ""
     fastchat_name: str | None = None  # the name of the same template in fschat's registry
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    strip_messages: bool = False  # messages are rendered stripped of surrounding whitespace (fschat's LLAMA3)
 
     def close_token(self, eos_token: str) -> str:
         return self.assistant_close.replace(EOS, eos_token)
@@ -64,13 +70,14 @@ for _t in [
     ChatTemplate("llama-3", "<|start_header_id|>user<|end_header_id|>\n\n", "<|eot_id|>",
                  "<|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>",
                  system_template="<|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|>",
-                 aliases=("llama3",)),
+                 aliases=("llama3",), strip_messages=True),
     ChatTemplate("gemma", "<start_of_turn>user\n", "<end_of_turn>\n", "<start_of_turn>model\n",
                  "<end_of_turn>", after_assistant="\n"),
     ChatTemplate("phi-3", "<|user|>\n", "<|end|>\n", "<|assistant|>\n", "<|end|>",
                  after_assistant="\n", system_template="<|system|>\n{system}<|end|>\n", aliases=("phi3",)),
-    ChatTemplate("qwen", default_system="You are a helpful assistant.", fastchat_name="qwen-7b-chat",
-                 aliases=("qwen1.5", "qwen2"), **_CHATML),
+    # No default system prompt: neither the released template nor DESIGN.md 3 has one (fschat's
+    # qwen-7b-chat adds "You are a helpful assistant.").
+    ChatTemplate("qwen", aliases=("qwen1.5", "qwen2"), **_CHATML),
     ChatTemplate("internlm2", aliases=("internlm2-chat",), **_CHATML),
     ChatTemplate("yi", fastchat_name="Yi-34b-chat", aliases=("yi-chat",), **_CHATML),
 ]:
@@ -97,11 +104,15 @@ def render_conversation(template: ChatTemplate, messages: list[tuple[str, str]],
                         add_generation_prompt: bool = False, system: str | None = None) -> RenderedChat:
     """Render ``(role, text)`` messages (roles ``user``/``assistant``, alternating, user first).
 
-    With ``add_generation_prompt`` the text ends right after the assistant role marker (trailing
-    spaces dropped, as FastChat does), ready for generation.
+    ``eos_token`` is the turn separator that ``{eos}`` stands for (see :func:`turn_separator`). With
+    ``add_generation_prompt`` the text ends right after the assistant role marker (trailing spaces
+    dropped, as FastChat does), ready for generation.
     """
     if eos_token is None:
         raise InputError(f"template {template.name!r} needs the tokenizer's eos token, which is not set")
+    # The assistant role marker is masked; the spaces after it start the reply's labelled span.
+    marker = generation_marker(template, eos_token)
+    marker_spaces = template.assistant_prefix.replace(EOS, eos_token)[len(marker):]
     sub = lambda s: s.replace(EOS, eos_token)  # noqa: E731
     pieces: list[str] = []
     spans: list[tuple[int, int]] = []
@@ -123,11 +134,13 @@ def render_conversation(template: ChatTemplate, messages: list[tuple[str, str]],
         expected = USER if index % 2 == 0 else ASSISTANT
         if role != expected:
             raise InputError(f"message {index} has role {role!r}, expected {expected!r} (roles must alternate)")
+        if template.strip_messages:
+            content = content.strip()
         if role == USER:
             emit(sub(template.user_prefix) + content + sub(template.user_suffix))
         else:
-            emit(sub(template.assistant_prefix))
-            emit(content + sub(template.assistant_close), target=True)
+            emit(marker)
+            emit(marker_spaces + content + sub(template.assistant_close), target=True)
             emit(sub(template.after_assistant))
     if add_generation_prompt:
         emit(generation_marker(template, eos_token))
@@ -172,17 +185,64 @@ def encode_rendered(tokenizer, rendered: list[RenderedChat], max_length: int,
 
 
 def encode_conversation(tokenizer, template: ChatTemplate, messages: list[tuple[str, str]],
-                        max_length: int, mask_instruction: bool = True) -> dict[str, list[int]]:
-    rendered = render_conversation(template, messages, tokenizer.eos_token)
+                        max_length: int, mask_instruction: bool = True,
+                        separator: str | None = None) -> dict[str, list[int]]:
+    rendered = render_conversation(template, messages, separator or tokenizer.eos_token)
     return {k: v[0] for k, v in encode_rendered(tokenizer, [rendered], max_length, mask_instruction).items()}
 
 
 def generation_prompt_ids(tokenizer, template: ChatTemplate, messages: list[tuple[str, str]],
-                          system: str | None = None) -> list[int]:
+                          system: str | None = None, separator: str | None = None) -> list[int]:
     """Token ids of the prompt for the next assistant reply (messages end with a user turn)."""
-    text = render_conversation(template, messages, tokenizer.eos_token, add_generation_prompt=True,
+    text = render_conversation(template, messages, separator or tokenizer.eos_token, add_generation_prompt=True,
                                system=system).text
     return tokenizer(text, add_special_tokens=True)["input_ids"]
+
+
+# The released train.py closes turns with these instead of the tokenizer's eos (DESIGN.md 3).
+FAMILY_SEPARATORS = {"internlm2": "<|im_end|>", "llama-3": "<|eot_id|>", "gemma": "<end_of_turn>", "yuan": "<sep>"}
+
+
+def model_family(config: dict, vocab) -> str | None:
+    """The family of FAMILY_SEPARATORS a model belongs to, from its config (``model_type`` and
+    ``architectures``, as config.json spells them) and its tokenizer's vocabulary; None for the others.
+
+    The released code looks for a substring of the model's path; a path says nothing reliable, the
+    config does. Llama-3 shares ``model_type`` "llama" with Llama-2, so its tokenizer decides.
+    """
+    names = [str(config.get("model_type") or "").lower()]
+    names += [str(a).lower() for a in config.get("architectures") or []]
+    if any("internlm2" in n for n in names):
+        return "internlm2"
+    if any(n.startswith("gemma") for n in names):
+        return "gemma"
+    if any(n.startswith("yuan") for n in names):
+        return "yuan"
+    if "<|eot_id|>" in vocab:
+        return "llama-3"
+    return None
+
+
+def turn_separator(tokenizer, config: dict | None = None, override: str | None = None) -> str:
+    """The token that closes a turn in the rendered conversations (``{eos}`` of the templates).
+
+    ``override`` (``--separator``) wins; else the family's separator of the released train.py
+    (``<|im_end|>`` InternLM2, ``<|eot_id|>`` Llama-3, ``<end_of_turn>`` Gemma, ``<sep>`` Yuan); else
+    the tokenizer's eos.
+    """
+    if override:
+        return override
+    vocab = tokenizer.get_vocab()
+    family = model_family(config or {}, vocab)
+    if family is None:
+        if tokenizer.eos_token is None:
+            raise InputError("the tokenizer has no eos token to close turns with; pass --separator")
+        return tokenizer.eos_token
+    separator = FAMILY_SEPARATORS[family]
+    if separator not in vocab:
+        raise InputError(f"a {family} model closes turns with {separator}, which its tokenizer does not have; "
+                         "pass --separator")
+    return separator
 
 
 def tokenizer_adds_bos(tokenizer) -> bool:
@@ -199,6 +259,7 @@ def chat_template_jinja(template: ChatTemplate, eos_token: str, add_bos: bool = 
     itself when the tokenizer would add one.
     """
     lit = lambda s: "{{ " + json.dumps(s.replace(EOS, eos_token), ensure_ascii=False) + " }}"  # noqa: E731
+    content = "{{ message['content'] | trim }}" if template.strip_messages else "{{ message['content'] }}"
     parts = ["{{ bos_token }}" if add_bos else ""]
     parts.append(
         "{% if messages and messages[0]['role'] == 'system' %}"
@@ -211,10 +272,10 @@ def chat_template_jinja(template: ChatTemplate, eos_token: str, add_bos: bool = 
         parts.append("{% if system %}" + lit(before) + "{{ system }}" + lit(after) + "{% endif %}")
     parts.append(
         "{% for message in loop_messages %}"
-        "{% if message['role'] == 'user' %}" + lit(template.user_prefix) + "{{ message['content'] }}"
+        "{% if message['role'] == 'user' %}" + lit(template.user_prefix) + content
         + lit(template.user_suffix)
         + "{% elif message['role'] == 'assistant' %}" + lit(template.assistant_prefix)
-        + "{{ message['content'] }}" + lit(template.assistant_close) + lit(template.after_assistant)
+        + content + lit(template.assistant_close) + lit(template.after_assistant)
         + "{% endif %}{% endfor %}"
         "{% if add_generation_prompt %}" + lit(generation_marker(template, eos_token)) + "{% endif %}"
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import data as corpus
 from ..errors import InputError
-from ..modeling import load_causal_lm, load_tokenizer, output_vocab_size
+from ..modeling import load_causal_lm, load_tokenizer, model_turn_separator, output_vocab_size
 from ..representation import CaptureOptions, representation_dataset, select_records, tokenize_records
 from ..schema import SPLIT, TOKENIZED_COLUMNS, require_columns, row_lengths, train_split
 from ..storage import load_dataset_dir, save_dataset_atomic, write_json
@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save_per_token_metric", action="store_true")
     p.add_argument("--no_assert", action="store_true", help="keep NaN rows (filter_nan drops them later)")
     p.add_argument("--conv_temp", default="openchat_3.5")
+    p.add_argument("--separator", default=None,
+                   help="token that closes a turn; default: the model's (its eos, or <|im_end|>/<|eot_id|>/"
+                        "<end_of_turn>/<sep> for InternLM2/Llama-3/Gemma/Yuan, as the released train.py)")
     p.add_argument("--flash_attn_transformers", action="store_true")
     p.add_argument("--mask_instruction", action="store_true")
     p.add_argument("--device_map", default=None)
@@ -64,8 +67,9 @@ def tokenized_set(args, tokenizer):
         logger.warning("skipped %d invalid record(s); listed in %s", len(problems), report)
     if not valid:
         raise InputError(f"{args.data_path}: no valid records in this split")
+    separator = model_turn_separator(args.model_name_or_path, tokenizer, args.separator, args.cache_dir)
     tokenized = tokenize_records(valid, tokenizer, get_template(args.conv_temp), args.model_max_length,
-                                 args.mask_instruction, args.preprocessing_num_workers)
+                                 args.mask_instruction, args.preprocessing_num_workers, separator)
     from datasets import DatasetDict
 
     save_dataset_atomic(DatasetDict({SPLIT: tokenized}), path, args.preprocessing_num_workers)

@@ -33,6 +33,9 @@ def _generation(parser: argparse.ArgumentParser, max_new_token: int) -> None:
     parser.add_argument("--model-path", required=True, help="a causal LM folder (or hub id)")
     parser.add_argument("--model-id", required=True, help="the name the answers are filed under")
     parser.add_argument("--conv-temp", help="conversation template; default: the tokenizer's chat template")
+    parser.add_argument("--separator", help="token that closes a turn in --conv-temp prompts; default: the "
+                        "model's (its eos, or <|im_end|>/<|eot_id|>/<end_of_turn>/<sep> for InternLM2/Llama-3/"
+                        "Gemma/Yuan)")
     parser.add_argument("--max-new-token", type=int, default=max_new_token)
     parser.add_argument("--batch-size", type=int, default=8, help="prompts generated together")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
@@ -69,7 +72,7 @@ def _gen_model_answer(argv) -> None:
     answer_file = args.answer_file or paths.answer_file(args.model_id)
     count = generate_mt_bench_answers(
         args.model_path, args.model_id, args.question_file or paths.question_file, answer_file,
-        conv_temp=args.conv_temp, max_new_token=args.max_new_token, num_choices=args.num_choices,
+        conv_temp=args.conv_temp, separator=args.separator, max_new_token=args.max_new_token, num_choices=args.num_choices,
         num_gpus_per_model=args.num_gpus_per_model, num_gpus_total=args.num_gpus_total, dtype=args.dtype,
         batch_size=args.batch_size, question_begin=args.question_begin, question_end=args.question_end)
     print(f"answered {count} question(s); answers in {answer_file}")
@@ -182,7 +185,8 @@ def _gen_alpaca_eval(argv) -> None:
     output_file = args.output_file or f"data/alpaca_eval/model_outputs/{args.model_id}.json"
     instructions = load_instructions(args.instruction_file)
     outputs = generate_alpaca_outputs(
-        lambda: load_generator(args.model_path, args.conv_temp, args.dtype, batch_size=args.batch_size),
+        lambda: load_generator(args.model_path, args.conv_temp, args.dtype, batch_size=args.batch_size,
+                               separator=args.separator),
         instructions, output_file, args.model_id, max_new_tokens=args.max_new_token, temperature=args.temperature,
         seed=args.seed)
     print(f"{len(outputs)} outputs in {output_file}")

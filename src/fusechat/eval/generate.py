@@ -25,7 +25,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from ..errors import InputError
-from ..modeling import load_causal_lm, load_tokenizer
+from ..modeling import load_causal_lm, load_tokenizer, model_turn_separator
 from ..storage import atomic_file
 from ..templates import ASSISTANT, TEMPLATES, USER, generation_prompt_ids, get_template
 from .jsonl import JsonlAppender, read_jsonl_if_exists
@@ -48,19 +48,27 @@ class PromptFormat:
     stop_strings: tuple[str, ...] = ()
 
 
-def resolve_prompt_format(tokenizer, conv_temp: str | None, model_path: str = "") -> PromptFormat:
-    """``conv_temp`` if given, else the tokenizer's chat template; neither is an :class:`InputError`."""
+def resolve_prompt_format(tokenizer, conv_temp: str | None, model_path: str = "",
+                          separator: str | None = None) -> PromptFormat:
+    """``conv_temp`` if given, else the tokenizer's chat template; neither is an :class:`InputError`.
+
+    With ``conv_temp`` turns close with ``separator``, by default the model's (``modeling.model_turn_separator``).
+    """
     stop_ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     if conv_temp:
         template = get_template(conv_temp)
-        close = template.close_token(tokenizer.eos_token or "")
+        if model_path:
+            separator = model_turn_separator(model_path, tokenizer, separator)
+        separator = separator or tokenizer.eos_token or ""
+        close = template.close_token(separator)
         close_ids = tokenizer.encode(close, add_special_tokens=False) if close else []
         stop_strings: tuple[str, ...] = ()
         if len(close_ids) == 1:
             stop_ids.add(close_ids[0])
         elif close:  # a closing marker that is no single token is matched as text
             stop_strings = (close,)
-        return PromptFormat(template.name, lambda messages: generation_prompt_ids(tokenizer, template, messages),
+        return PromptFormat(template.name, lambda messages: generation_prompt_ids(tokenizer, template, messages,
+                                                                                   separator=separator),
                             frozenset(stop_ids), stop_strings)
     if getattr(tokenizer, "chat_template", None):
         def chat_template_ids(messages: Messages) -> list[int]:
@@ -150,7 +158,7 @@ class ChatGenerator:
 
 
 def load_generator(model_path: str, conv_temp: str | None = None, dtype: str | None = None,
-                   num_gpus: int = 1, batch_size: int = 8) -> ChatGenerator:
+                   num_gpus: int = 1, batch_size: int = 8, separator: str | None = None) -> ChatGenerator:
     """Tokenizer and prompt format first (a missing template fails before the weights load), then the model.
 
     ``dtype`` is float32|float16|bfloat16; by default float16 on a GPU and float32 on the CPU, as FastChat.
@@ -158,7 +166,7 @@ def load_generator(model_path: str, conv_temp: str | None = None, dtype: str | N
     import torch
 
     tokenizer = load_tokenizer(model_path, padding_side="left")
-    prompt_format = resolve_prompt_format(tokenizer, conv_temp, model_path)
+    prompt_format = resolve_prompt_format(tokenizer, conv_temp, model_path, separator)
     cuda = torch.cuda.is_available()
     dtype = dtype or ("float16" if cuda else "float32")
     if dtype not in DTYPE_TO_HALF:
@@ -289,7 +297,7 @@ def _run_workers(shares: list[list[dict]], num_gpus_per_model: int, load_kwargs:
 
 
 def generate_mt_bench_answers(model_path: str, model_id: str, question_file: str | os.PathLike,
-                              answer_file: str | os.PathLike, conv_temp: str | None = None,
+                              answer_file: str | os.PathLike, conv_temp: str | None = None, separator: str | None = None,
                               max_new_token: int = 1024, num_choices: int = 1, num_gpus_per_model: int = 1,
                               num_gpus_total: int = 1, dtype: str | None = None, batch_size: int = 8,
                               question_begin: int | None = None, question_end: int | None = None) -> int:
@@ -308,7 +316,7 @@ def generate_mt_bench_answers(model_path: str, model_id: str, question_file: str
         logger.info("%s: %d of %d questions already answered", answer_file, len(questions) - len(pending),
                     len(questions))
     if pending:
-        load_kwargs = dict(model_path=model_path, conv_temp=conv_temp, dtype=dtype,
+        load_kwargs = dict(model_path=model_path, conv_temp=conv_temp, separator=separator, dtype=dtype,
                            num_gpus=num_gpus_per_model, batch_size=batch_size)
         answer_kwargs = dict(model_id=model_id, max_new_tokens=max_new_token, num_choices=num_choices)
         with JsonlAppender(answer_file) as appender:

@@ -37,6 +37,9 @@ class DataArguments:
                 "concatenated. Otherwise: a JSON corpus of ShareGPT conversations."})
     eval_data_path: str | None = field(default=None, metadata={"help": "Evaluation data, same form as --data_path."})
     conv_temp: str = field(default="openchat_3.5", metadata={"help": "Conversation template (fusechat.templates)."})
+    separator: str | None = field(default=None, metadata={
+        "help": "Token that closes a turn; default: the model's (its eos, or <|im_end|>/<|eot_id|>/<end_of_turn>/"
+                "<sep> for InternLM2/Llama-3/Gemma/Yuan, as the released code)."})
     mask_instruction: bool = field(default=True, metadata={
         "help": "Labels only on assistant replies and their separators (JSON corpus mode)."})
     lazy_preprocess: bool = field(default=False, metadata={

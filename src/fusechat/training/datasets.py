@@ -225,9 +225,10 @@ class ConversationRows(torch.utils.data.Dataset):
     """JSON corpus conversations, tokenized up front or (``lazy``) when first read."""
 
     def __init__(self, records: list[dict], tokenizer, conv_temp: str, max_length: int,
-                 mask_instruction: bool = True, lazy: bool = False):
+                 mask_instruction: bool = True, lazy: bool = False, separator: str | None = None):
         self.records = records
         self.tokenizer = tokenizer
+        self.separator = separator or tokenizer.eos_token
         self.template = get_template(conv_temp)
         self.max_length = max_length
         self.mask_instruction = mask_instruction
@@ -238,7 +239,7 @@ class ConversationRows(torch.utils.data.Dataset):
 
     def _encode(self, indices) -> None:
         indices = list(indices)
-        rendered = [render_conversation(self.template, self.records[i]["messages"], self.tokenizer.eos_token)
+        rendered = [render_conversation(self.template, self.records[i]["messages"], self.separator)
                     for i in indices]
         encoded = encode_rendered(self.tokenizer, rendered, self.max_length, self.mask_instruction)
         for n, i in enumerate(indices):
@@ -253,15 +254,16 @@ class ConversationRows(torch.utils.data.Dataset):
         return self._rows[index]
 
 
-def load_corpus_rows(path: str, tokenizer, data_args, max_length: int, shuffle: bool) -> ConversationRows:
+def load_corpus_rows(path: str, tokenizer, data_args, max_length: int, shuffle: bool,
+                     separator: str | None = None) -> ConversationRows:
     records, _ = validate_records(read_corpus(path))
     if shuffle:
         records = random.Random(SHUFFLE_SEED).sample(records, len(records))
     return ConversationRows(records, tokenizer, data_args.conv_temp, max_length, data_args.mask_instruction,
-                            data_args.lazy_preprocess)
+                            data_args.lazy_preprocess, separator)
 
 
-def build_sets(data_args, training_args, tokenizer, vocab_size: int):
+def build_sets(data_args, training_args, tokenizer, vocab_size: int, separator: str | None = None):
     """``(train_set, eval_set or None)`` for the run's mode; bad input raises before training."""
     get_template(data_args.conv_temp)  # an unknown template fails here, before any loading
     if training_args.do_fuse or training_args.train_baseline:
@@ -272,7 +274,8 @@ def build_sets(data_args, training_args, tokenizer, vocab_size: int):
                       if data_args.eval_data_path else None)
         return train, evaluation
     max_length = training_args.model_max_length
-    train = load_corpus_rows(data_args.data_path, tokenizer, data_args, max_length, shuffle=True)
-    evaluation = (load_corpus_rows(data_args.eval_data_path, tokenizer, data_args, max_length, shuffle=False)
+    train = load_corpus_rows(data_args.data_path, tokenizer, data_args, max_length, shuffle=True, separator=separator)
+    evaluation = (load_corpus_rows(data_args.eval_data_path, tokenizer, data_args, max_length, shuffle=False,
+                                   separator=separator)
                   if data_args.eval_data_path else None)
     return train, evaluation

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from ..errors import run_cli
-from ..modeling import check_model_path, load_causal_lm, load_config, load_tokenizer
+from ..modeling import check_model_path, load_causal_lm, load_config, load_tokenizer, model_turn_separator
 from ..templates import chat_template_jinja, get_template, tokenizer_adds_bos
 from .arguments import parse_args
 from .collator import TrainCollator
@@ -30,8 +30,8 @@ ROW_LOG_ENV = "FUSECHAT_LOG_ROW_IDS"
 STAGING = ".final_model.tmp"
 
 
-def attach_chat_template(tokenizer, conv_temp: str) -> None:
-    tokenizer.chat_template = chat_template_jinja(get_template(conv_temp), tokenizer.eos_token,
+def attach_chat_template(tokenizer, conv_temp: str, separator: str | None = None) -> None:
+    tokenizer.chat_template = chat_template_jinja(get_template(conv_temp), separator or tokenizer.eos_token,
                                                   tokenizer_adds_bos(tokenizer))
 
 
@@ -51,10 +51,11 @@ def main(argv: list[str] | None = None):
     check_model_path(model_args.model_name_or_path)
     config = load_config(model_args.model_name_or_path, args.model_max_length, args.cache_dir)
     tokenizer = load_tokenizer(model_args.model_name_or_path, args.model_max_length, args.cache_dir)
-    attach_chat_template(tokenizer, data_args.conv_temp)
+    separator = model_turn_separator(model_args.model_name_or_path, tokenizer, data_args.separator, args.cache_dir)
+    attach_chat_template(tokenizer, data_args.conv_temp, separator)
     # All data checks happen here, before the model is loaded.
     vocab_size = config.get_text_config().vocab_size
-    train_set, eval_set = build_sets(data_args, args, tokenizer, vocab_size)
+    train_set, eval_set = build_sets(data_args, args, tokenizer, vocab_size, separator)
     collator = TrainCollator(tokenizer.pad_token_id, args.model_max_length, args.pad_to_multiple_of,
                              fuse=args.do_fuse, fuse_with_ref_model=args.fuse_with_ref_model,
                              row_log_path=row_log_path(args.output_dir))
