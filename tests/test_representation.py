@@ -49,7 +49,8 @@ def run(tmp_path, model_path, corpus, *extra, name="rep"):
 
 
 def oracle(model, tokenizer, record, max_length, top_k, mask_instruction=True):
-    """One unpadded row at a time, full forward pass, float16 logits, F.cross_entropy."""
+    """One unpadded row at a time, full forward pass, float16 logits, F.cross_entropy; metric_ce in
+    float16 as the released code: CEs rounded to float16, their sum rounded, the quotient rounded."""
     turns = record["conversations"]
     if turns[0]["from"] != "human":
         turns = turns[1:]
@@ -61,7 +62,9 @@ def oracle(model, tokenizer, record, max_length, top_k, mask_instruction=True):
     labels = torch.tensor(enc["labels"])
     ce = torch.nn.functional.cross_entropy(logits[:-1].float(), labels[1:], ignore_index=-100, reduction="none")
     mask = labels[1:] != -100
+    ce = ce.to(torch.float16)
     metric = (ce * mask).sum() / mask.sum()
+    assert metric.dtype == torch.float16
     values, indices = torch.topk(logits, top_k, dim=-1)
     return enc, ce.numpy(), float(metric), values.float().numpy(), indices.numpy()
 
@@ -84,7 +87,7 @@ def test_representation_matches_oracle(tmp_path, request, model_fixture):
         np.testing.assert_allclose(got_values, values, atol=1e-2)
         assert (np.array(row["per_step_indices"])[:, 0] == indices[:, 0]).mean() > 0.95
         np.testing.assert_allclose(row["per_step_metric_ce"], ce, rtol=1e-3, atol=1e-3)
-        assert math.isclose(row["metric_ce"], metric, rel_tol=1e-4)
+        assert math.isclose(row["metric_ce"], metric, rel_tol=2e-3)  # an ulp of float16 either way
     assert sorted(load_from_disk(str(tk))["train"].column_names) == ["attention_mask", "id", "input_ids", "labels"]
 
 
@@ -95,7 +98,7 @@ def test_batching_does_not_change_results(tmp_path, pivot_path):
     a, b = load_from_disk(str(one))["train"], load_from_disk(str(many))["train"]
     for x, y in zip(a, b):
         np.testing.assert_allclose(x["per_step_logits"], y["per_step_logits"], atol=1e-2)
-        assert math.isclose(x["metric_ce"], y["metric_ce"], rel_tol=1e-4)
+        assert math.isclose(x["metric_ce"], y["metric_ce"], rel_tol=2e-3)
 
 
 def test_metric_without_mask_instruction_averages_all_positions(tmp_path, pivot_path):
@@ -105,7 +108,7 @@ def test_metric_without_mask_instruction_averages_all_positions(tmp_path, pivot_
           "--save_per_token_metric"])
     for row in load_from_disk(str(rep))["train"]:
         assert row["labels"] == row["input_ids"]
-        assert math.isclose(row["metric_ce"], float(np.mean(row["per_step_metric_ce"])), rel_tol=1e-5)
+        assert math.isclose(row["metric_ce"], float(np.mean(row["per_step_metric_ce"])), rel_tol=2e-3)
 
 
 def test_nan_metric_needs_no_assert(tmp_path, pivot_path):
@@ -248,3 +251,60 @@ def test_rope_scaling(pivot_path):
     config = load_config(str(pivot_path), model_max_length=5000)
     assert config.rope_parameters["rope_type"] == "linear" and config.rope_parameters["factor"] == 3.0
     assert load_config(str(pivot_path), model_max_length=2048).rope_parameters["rope_type"] == "default"
+
+
+class TableModel(torch.nn.Module):
+    """A stand-in LM whose logits at a position are a fixed row chosen by the token there."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.tensor(table, dtype=torch.float32), requires_grad=False)
+        vocab = len(table[0])
+        self.config = type("Config", (), {"get_text_config": lambda self: type("T", (), {"vocab_size": vocab})()})()
+
+    def get_output_embeddings(self):
+        return None
+
+    def forward(self, input_ids, attention_mask=None):
+        return type("Out", (), {"logits": self.table[input_ids]})()
+
+
+def test_metric_ce_in_float16_exactly_as_released(tmp_path):
+    """DESIGN.md 4: per-token CE rounded to float16, masked sum rounded to float16, quotient in float16."""
+    from datasets import Dataset
+
+    from fusechat.representation import CaptureOptions, representation_dataset
+    from fusechat.schema import tokenized_features
+
+    table = [[0.1, 2.3, -1.7, 0.9], [1.3, -0.4, 0.6, 2.2], [-2.1, 0.35, 1.75, 0.2], [0.05, 0.15, -0.3, 1.1]]
+    ids = [0, 1, 2, 3, 1, 0, 2, 2, 3, 0, 1, 1] * 9
+    labels = [-100, -100] + ids[2:40] + [-100] * 10 + ids[50:]
+    tokenized = Dataset.from_dict({"id": ["r"], "input_ids": [ids], "labels": [labels], "attention_mask": [[1] * len(ids)]},
+                                  features=tokenized_features())
+    out = representation_dataset(tokenized, CaptureOptions(top_k=2, per_token_metric=True), TableModel(table), 0,
+                                 tmp_path, progress=False)[0]
+
+    # Oracle: exact per-token CE (float64) from the float16-rounded logits, then the released float16 chain.
+    logits = np.asarray(table, dtype=np.float16).astype(np.float64)
+    ce = [np.log(np.exp(logits[ids[t]]).sum()) - logits[ids[t]][labels[t + 1]]
+          for t in range(len(ids) - 1) if labels[t + 1] != -100]
+    ce16 = np.asarray(ce).astype(np.float16)
+    total16 = np.float16(ce16.astype(np.float64).sum())
+    expected = np.float16(float(total16) / len(ce16))
+    assert np.float16(out["metric_ce"]) == expected
+    assert np.float16(np.mean(ce)) != expected  # a float32/float64 mean would store another value
+    steps = [np.float16(c) for c in out["per_step_metric_ce"]]
+    labelled = [t for t in range(len(ids) - 1) if labels[t + 1] != -100]
+    assert [steps[t] for t in labelled] == list(ce16)
+    assert all(steps[t] == 0 for t in range(len(ids) - 1) if t not in labelled)
+
+
+def test_mince_rewards_compare_in_bfloat16():
+    """The released MinCE choice: exp(-ce) in bfloat16; CEs one bfloat16 step apart may tie (pivot wins)."""
+    from fusechat.training.fuse_loss import mince_use_source
+
+    pivot = np.array([1.0300, 1.0400, 2.0], dtype=np.float16)
+    source = np.array([1.0280, 1.0300, 1.9], dtype=np.float16)
+    # bfloat16(1.0300) == bfloat16(1.0280) == 1.03125: a tie, the pivot keeps it (float32 would pick the
+    # source); bfloat16(1.0400) == 1.0390625 > 1.03125: the source.
+    assert mince_use_source(pivot, source).tolist() == [False, True, True]

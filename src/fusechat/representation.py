@@ -7,7 +7,8 @@ and keeps, for every real token position t:
 * the top-k logits (cast to float16, as the reference does) and their vocabulary ids,
 * the next-token cross-entropy CE(logits[t], labels[t+1]) for t < T-1,
 
-plus per row ``metric_ce``, the mean of those CEs over positions whose next label is not -100.
+plus per row ``metric_ce``, the mean of those CEs over positions whose next label is not -100, in
+float16 arithmetic as the released code computes it (:func:`float16_mean`).
 Logits are computed from the decoder's hidden states one chunk of positions at a time, so the
 full [batch, length, vocab] tensor is never held at once.
 """
@@ -155,6 +156,18 @@ class ChunkedLogits:
             logger.info("model rescales its logits in forward(); capturing with the full forward pass")
 
 
+def float16_mean(ce):
+    """The released metric_ce of per-token CEs (NaN = no label), stored float16 (DESIGN.md 4): each CE
+    rounded to float16, their sum rounded to float16 (accumulated in float32, as torch sums float16),
+    the quotient by the count rounded to float16. NaN when no position counts."""
+    steps = np.asarray(ce, dtype=np.float32)
+    counted = steps[~np.isnan(steps)].astype(np.float16)
+    if not counted.size:
+        return np.float16(math.nan)
+    total = np.float16(counted.sum(dtype=np.float32))
+    return np.float16(np.float32(total) / np.float32(counted.size))
+
+
 def capture_batch(model, chunker: ChunkedLogits, rows: list[dict], pad_id: int, options: CaptureOptions,
                   device) -> list[dict]:
     """Forward one batch; return per row its top-k lists, per-step CE and metric_ce (numpy)."""
@@ -199,9 +212,8 @@ def capture_batch(model, chunker: ChunkedLogits, rows: list[dict], pad_id: int, 
     for i, row in enumerate(rows):
         length = len(row["input_ids"])
         steps = ce[i, : length - 1]
-        counted = steps[~np.isnan(steps)]
-        metric = float(counted.mean()) if counted.size else math.nan
-        if math.isnan(metric) and not options.no_assert:
+        metric = float16_mean(steps)
+        if np.isnan(metric) and not options.no_assert:
             raise InputError(
                 f"conversation {row[ID]!r}: metric_ce is NaN (no labelled next-token position"
                 f"{', or NaN logits' if i in nan_rows else ''}; truncated before any reply?); pass "
@@ -209,7 +221,7 @@ def capture_batch(model, chunker: ChunkedLogits, rows: list[dict], pad_id: int, 
         result = {LOGITS: values[i, :length], INDICES: indices[i, :length], METRIC_CE: metric}
         if options.per_token_metric:
             # 0.0 where the next label is -100, as cross_entropy(ignore_index=-100) reports it.
-            result[PER_STEP_METRIC_CE] = np.nan_to_num(steps, nan=0.0).astype(np.float32)
+            result[PER_STEP_METRIC_CE] = np.nan_to_num(steps, nan=0.0).astype(np.float16)
         out.append(result)
     return out
 

@@ -7,7 +7,7 @@ which the ``id`` column lets later stages verify.
 tokenized set       id, input_ids, labels, attention_mask
 representation set  + per_step_logits [T][k] (float16), per_step_indices [T][k] (uint16 when the
                         vocabulary fits in 65536 ids, else int32: the largest column, halved),
-                      metric_ce (float32), per_step_metric_ce [T-1] (float32, optional)
+                      metric_ce (float16), per_step_metric_ce [T-1] (float16, optional)
 aligned set         pivot's representation columns (per_step_metric_ce dropped)
                       + fused_per_step_logits, fused_per_step_indices ([T][<=k], the source's
                         distribution in the pivot's vocabulary; an empty list at t is EMPTY)
@@ -47,10 +47,10 @@ def representation_features(top_k: int | None = None, per_token_metric: bool = F
         "attention_mask": List(Value("int8")),
         LOGITS: List(List(Value("float16"))),
         INDICES: List(List(Value(index_dtype))),
-        METRIC_CE: Value("float32"),
+        METRIC_CE: Value("float16"),  # computed and stored in float16, as the released code
     }
     if per_token_metric:
-        features[PER_STEP_METRIC_CE] = List(Value("float32"))
+        features[PER_STEP_METRIC_CE] = List(Value("float16"))
     return Features(features)
 
 

@@ -112,9 +112,9 @@ def aligned_features(base_features, metric_level: str, fused_index_dtype: str):
     features[FUSED_LOGITS] = List(List(Value("float16")))
     features[FUSED_INDICES] = List(List(Value(fused_index_dtype)))
     if metric_level == "sequence":
-        features[FUSED_METRIC_CE] = Value("float32")
+        features[FUSED_METRIC_CE] = Value("float16")
     else:
-        features[PER_STEP_FUSED_METRIC_CE] = List(Value("float32"))
+        features[PER_STEP_FUSED_METRIC_CE] = List(Value("float16"))
     features[CARRIED] = Value("int64")
     return Features(features)
 
