@@ -27,16 +27,18 @@ def make_set(path, ids, seed, vocab=32002, metrics=None, per_token=True, input_i
         row = {"id": rid, "input_ids": toks, "labels": [-100] + toks[1:], "attention_mask": [1] * length,
                "per_step_logits": rng.standard_normal((length, 3)).astype(np.float16).tolist(),
                "per_step_indices": rng.integers(0, vocab, (length, 3)).tolist(),
-               "metric_ce": float(metrics[n]) if metrics is not None else float(rng.random())}
+               # float16, as representation sets store their metrics
+               "metric_ce": float(np.float16(metrics[n] if metrics is not None else rng.random()))}
         if per_token:
-            row["per_step_metric_ce"] = rng.random(length - 1).tolist()
+            row["per_step_metric_ce"] = rng.random(length - 1).astype(np.float16).tolist()
         rows.append(row)
     features = representation_features(3, per_token, index_dtype_for(vocab))
     if fused_metrics is not None:
         for row, m in zip(rows, fused_metrics):
             row["fused_per_step_logits"] = [[float(rng.standard_normal())] for _ in row["input_ids"]]
             row["fused_per_step_indices"] = [[int(rng.integers(0, vocab))] for _ in row["input_ids"]]
-            row["fused_metric_ce"] = float(m)
+            with np.errstate(over="ignore"):  # 1e6 is inf in float16, which still loses to NaN (1e5)
+                row["fused_metric_ce"] = float(np.float16(m))
         features["fused_per_step_logits"] = features["per_step_logits"]
         features["fused_per_step_indices"] = features["per_step_indices"]
         features["fused_metric_ce"] = features["metric_ce"]
@@ -84,7 +86,7 @@ def test_replace_concatenates_lists_in_order_and_pivot_mode(tmp_path):
 @pytest.mark.parametrize("change,message", [
     ("count", "has 4 rows but"),
     ("ids", "row 2: conversation id 'c2' in .* but 'other' in"),
-    ("input_ids", "row 1 \\(id 'c1'\\): input_ids differ"),
+    ("input_ids", "row 1 \\(id 'c1'\\), position 2: input_ids differ"),
     ("vocab", "stores int32 vocabulary ids but .* uint16: their vocabularies differ"),
 ])
 def test_replace_rejects_mismatched_sets(tmp_path, change, message):
@@ -181,3 +183,104 @@ def test_replace_on_real_captures(tmp_path, pivot_path, same_vocab_source_path):
     out, s = load(tmp_path / "out"), load(tmp_path / "s")
     assert out["fused_metric_ce"] == pytest.approx(s["metric_ce"])
     assert out["fused_per_step_indices"] == s["per_step_indices"]
+
+
+# ---- same vocabulary, other turn separator (Mixtral against OpenChat) --------------------------------
+
+def exchange_rows(separator: int, tamper=None):
+    """Token rows of the openchat_3.5 shape: BOS, user turn + separator (masked), reply + separator (labels)."""
+    rows = [[1, 10, 11, separator, 20, 21, 22, separator, 12, separator, 23, separator],
+            [1, 13, separator, 24, separator],
+            [1, 14, 15, 16, separator, 25, 26, separator]]
+    labels = [[-100] * 4 + rows[0][4:8] + [-100] * 2 + rows[0][10:],
+              [-100] * 3 + rows[1][3:],
+              [-100] * 5 + rows[2][5:]]
+    if tamper:
+        tamper(rows, labels)
+    return rows, labels
+
+
+def make_token_set(path, rows, labels, seed):
+    made = make_set(path, [f"c{i}" for i in range(len(rows))], seed, input_ids=rows)
+    ds = load(path).map(lambda _, i: {"labels": labels[i]}, with_indices=True)
+    DatasetDict({"train": ds}).save_to_disk(str(path) + "_l")
+    return made
+
+
+def run_replace(tmp_path):
+    replace_model.main(["--dataset_dir", f"{tmp_path}/p_l", "--replace_dataset_dir", f"{tmp_path}/s_l",
+                        "--dataset_save_dir", str(tmp_path / "out")])
+
+
+def test_replace_accepts_other_separator_and_reports_positions(tmp_path, caplog):
+    make_token_set(tmp_path / "p", *exchange_rows(32000), 1)
+    source = make_token_set(tmp_path / "s", *exchange_rows(2), 2)
+    with caplog.at_level("INFO", logger="fusechat"):
+        run_replace(tmp_path)
+    # 4 + 2 + 2 separators, in 3 rows, pivot 32000 against source 2.
+    assert "8 token positions in 3 rows differ" in caplog.text and "pivot id 32000, source id 2" in caplog.text
+    out = load(tmp_path / "out")
+    assert out["input_ids"] == exchange_rows(32000)[0]  # the pivot's tokens stay
+    assert out["fused_per_step_indices"] == [r["per_step_indices"] for r in source]
+
+
+def test_replace_same_separator_reports_zero(tmp_path, caplog):
+    make_token_set(tmp_path / "p", *exchange_rows(32000), 1)
+    make_token_set(tmp_path / "s", *exchange_rows(32000), 2)
+    with caplog.at_level("INFO", logger="fusechat"):
+        run_replace(tmp_path)
+    assert "0 positions differ" in caplog.text
+
+
+def change_token(rows, labels):
+    rows[2][6] = 99  # inside the reply of row 2
+    labels[2][6] = 99
+
+
+def change_length(rows, labels):
+    rows[1][1:1] = [17]
+    labels[1][1:1] = [-100]
+
+
+def separator_in_user_text(rows, labels):
+    rows[0][2] = 2  # the source's separator where the pivot has an ordinary token
+
+
+@pytest.mark.parametrize("tamper,message", [
+    (change_token, "row 2 \\(id 'c2'\\), position 6: input_ids differ .* \\(id 26\\) and .* \\(id 99\\)"),
+    (change_length, "row 1 \\(id 'c1'\\): .* has 5 tokens but .* has 6 \\(first differing position 1\\)"),
+    (separator_in_user_text, "row 0 \\(id 'c0'\\), position 2: input_ids differ"),
+])
+def test_replace_rejects_differences_outside_separators(tmp_path, tamper, message):
+    make_token_set(tmp_path / "p", *exchange_rows(32000), 1)
+    make_token_set(tmp_path / "s", *exchange_rows(2, tamper), 2)
+    with pytest.raises(InputError, match=message):
+        run_replace(tmp_path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_replace_mixtral_tiny_against_the_pivot(tmp_path, pivot_path):
+    """The recipe's pair: Mixtral closes turns with </s> (2), OpenChat with <|end_of_turn|> (32000)."""
+    import json
+
+    from fusechat import fixtures
+    from fusechat.cli.get_data_representation import main as capture
+
+    exchanges = [1, 2, 1]
+    records = [{"id": f"r{i}", "conversations": [
+        turn for k in range(n) for turn in ({"from": "human", "value": f"Question {i}.{k}?"},
+                                            {"from": "gpt", "value": f"{k} answers " * (i + 1)})]}
+        for i, n in enumerate(exchanges)]
+    corpus = tmp_path / "c.json"
+    corpus.write_text(json.dumps(records))
+    for name, path in (("p", pivot_path), ("s", fixtures.build_tiny_model("mixtral-instruct-tiny"))):
+        capture(["--model_name_or_path", str(path), "--data_path", str(corpus), "--tknz_dataset_path",
+                 str(tmp_path / f"{name}_tk"), "--dataset_save_dir", str(tmp_path / name), "--get_representation",
+                 "--mask_instruction"])
+    replace_model.main(["--dataset_dir", str(tmp_path / "p"), "--replace_dataset_dir", str(tmp_path / "s"),
+                        "--dataset_save_dir", str(tmp_path / "out")])
+    p, s = load(tmp_path / "p"), load(tmp_path / "s")
+    for a, b, n in zip(p["input_ids"], s["input_ids"], exchanges):
+        differ = [(x, y) for x, y in zip(a, b) if x != y]
+        assert differ == [(32000, 2)] * (2 * n)  # every turn's separator, nothing else
+    assert load(tmp_path / "out")["fused_metric_ce"] == s["metric_ce"]
