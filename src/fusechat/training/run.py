@@ -22,7 +22,7 @@ from ..templates import chat_template_jinja, get_template, tokenizer_adds_bos
 from .arguments import parse_args
 from .collator import TrainCollator
 from .datasets import build_sets
-from .trainer import FuseTrainer
+from .trainer import FuseTrainer, MicroBatchMeanTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ def row_log_path(output_dir: str) -> str | None:
 
 def main(argv: list[str] | None = None):
     """Train; return the Trainer (its ``state`` holds the logged losses)."""
-    from transformers import Trainer
     from transformers.trainer_utils import get_last_checkpoint
 
     model_args, data_args, args = parse_args(argv)
@@ -65,7 +64,7 @@ def main(argv: list[str] | None = None):
                            load_in_half="bf16" if args.bf16 else "none",
                            flash_attn=args.flash_attn_transformers, cache_dir=args.cache_dir)
     model.config.use_cache = False
-    trainer_class = FuseTrainer if args.do_fuse else Trainer
+    trainer_class = FuseTrainer if args.do_fuse else MicroBatchMeanTrainer
     trainer = trainer_class(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                             data_collator=collator, processing_class=tokenizer)
 

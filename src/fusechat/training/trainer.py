@@ -21,9 +21,22 @@ from .fuse_loss import lm_and_fuse_losses, weighted_loss
 TARGET_KEYS = ("target_logits", "target_ids", "target_mask", "source_chosen")
 
 
-class FuseTrainer(Trainer):
+class MicroBatchMeanTrainer(Trainer):
+    """The Trainer with the released loss scaling (transformers 4.39): the loss is the mean over the
+    labelled tokens of one micro-batch, divided by the gradient-accumulation steps, so every
+    micro-batch weighs the same. transformers 5 instead divides the token sum of the whole
+    accumulation window by its token count (long micro-batches weigh more). Used for plain SFT and
+    --train_baseline; FuseTrainer builds on it."""
+
     loss_is_scaled_for_ga = False  # compute_loss returns a per-micro-batch mean
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The model then averages its LM loss over the micro-batch (no num_items_in_batch passed in).
+        self.model_accepts_loss_kwargs = False
+
+
+class FuseTrainer(MicroBatchMeanTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # lm sum, fuse sum, micro-batches, conversations that took the source, conversations
