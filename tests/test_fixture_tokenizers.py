@@ -158,3 +158,16 @@ def test_unknown_kind_is_named():
 
     with pytest.raises(InputError, match="'nope'"):
         fixtures.build_tokenizer("nope")
+
+
+@pytest.mark.parametrize("name,added", [("openchat_3.5-tiny", "<|end_of_turn|>"), ("nous-hermes-2-solar-tiny", "<|im_end|>"),
+                                        ("mixtral-instruct-tiny", "</s>")])
+def test_model_folders_keep_the_legacy_word_start_after_added_tokens(name, added):
+    """A reload of a saved model folder still encodes a word after an added token with its "▁"."""
+    from transformers import AutoTokenizer
+
+    folder = fixtures.build_tiny_model(name)
+    assert json.loads((folder / "tokenizer_config.json").read_text())["legacy"] is True
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    ids = tok(f"Hi{added}GPT4", add_special_tokens=False)["input_ids"]
+    assert tok.convert_ids_to_tokens(ids) == ["▁Hi", added, "▁G", "PT", "4"]

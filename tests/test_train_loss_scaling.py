@@ -72,4 +72,5 @@ def test_one_step_matches_micro_batch_means(tmp_path, pivot_path, mode):
     step = (before - after).detach() / LR
     released, pooled = oracle_grads(pivot_path)
     assert torch.allclose(step, released, rtol=1e-3, atol=1e-6)
+    assert json.loads((out / "tokenizer_config.json").read_text())["legacy"] is True  # kept on save
     assert not torch.allclose(step, pooled, rtol=1e-2, atol=1e-5)  # the two scalings differ here

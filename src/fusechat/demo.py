@@ -34,12 +34,12 @@ ALIGN_STAGES = {"align_same_vocab": "same", "align_diff_vocab": "different"}
 # ----------------------------------------------------------------------------------------------
 
 def same_vocabulary(pivot_dir: str, source_dirs: list[str]) -> list[bool]:
-    """Per source: its tokenizer maps the same token strings to the same ids as the pivot's
-    (so replace_model applies, else align_token_and_vocab)."""
-    from .modeling import load_tokenizer
+    """Per source: its tokenizer's own vocabulary maps the same pieces to the same ids as the pivot's,
+    added tokens aside (so replace_model applies, else align_token_and_vocab)."""
+    from .modeling import load_tokenizer, shares_vocabulary
 
-    pivot = load_tokenizer(pivot_dir).get_vocab()
-    return [load_tokenizer(source).get_vocab() == pivot for source in source_dirs]
+    pivot = load_tokenizer(pivot_dir)
+    return [shares_vocabulary(pivot, load_tokenizer(source)) for source in source_dirs]
 
 
 def local_recipe(recipe: dict, pivot: str, targets: list[str], where: str = "recipe") -> dict:

@@ -31,6 +31,7 @@ from functools import partial
 from pathlib import Path
 
 from .errors import InputError
+from .modeling import save_tokenizer
 from .storage import atomic_dir
 
 # Qwen's pre-tokenizer split pattern (single digits, unlike cl100k's \p{N}{1,3}).
@@ -107,8 +108,8 @@ def sentencepiece_tokenizer(model_file: str, added_tokens: tuple[str, ...] = (),
     tok.eos_token = eos_token
     if pad_token is not None:
         tok.pad_token = pad_token
-    # Saved so that a reload keeps the legacy SentencePiece behaviour: a word start after an added token
-    # gets its "▁" (OpenChat encodes "<|end_of_turn|>GPT4" as 32000, "▁G", ...); transformers drops it on save.
+    # Kept on save (modeling.save_tokenizer) so that a reload keeps the legacy SentencePiece behaviour: a
+    # word start after an added token gets its "▁" (OpenChat encodes "<|end_of_turn|>GPT4" as 32000, "▁G").
     tok.init_kwargs["legacy"] = True
     expected = list(range(len(proto.pieces), len(proto.pieces) + len(added_tokens)))
     assert tok.convert_tokens_to_ids(list(added_tokens)) == expected, "added tokens must follow the vocabulary"
@@ -211,7 +212,7 @@ def register_tokenizer_kind(name: str, build, template: str) -> None:
 def _build_tokenizer_into(kind: str, out: Path) -> None:
     tok = TOKENIZER_KINDS[kind].build()
     _attach_chat_template(tok, TOKENIZER_KINDS[kind].template)
-    tok.save_pretrained(str(out))
+    save_tokenizer(tok, out)
 
 
 def _attach_chat_template(tok, template_name: str) -> None:
@@ -244,7 +245,7 @@ class TinyModelSpec:
         return hashlib.sha1(f"{FIXTURE_VERSION}{self!r}".encode()).hexdigest()[:10]
 
 
-FIXTURE_VERSION = 2  # bump when a tokenizer builder changes, so caches are rebuilt
+FIXTURE_VERSION = 3  # bump when a tokenizer builder changes, so caches are rebuilt
 
 TINY_MODELS = {
     spec.name: spec
@@ -266,11 +267,16 @@ TINY_MODELS = {
     ]
 }
 PIVOT, SAME_VOCAB_SOURCE, DIFF_VOCAB_SOURCE = list(TINY_MODELS)[:3]
-# The published FuseChat-7B-v2.0 recipe at tiny size: pivot OpenChat-3.5; sources Starling, SOLAR,
-# Mixtral, InternLM2, Qwen1.5.
-RECIPE_PIVOT = "openchat_3.5-tiny"
-RECIPE_SOURCES = ("starling-tiny", "nous-hermes-2-solar-tiny", "mixtral-instruct-tiny", "internlm2-chat-tiny",
-                  "qwen1.5-chat-tiny")
+# The published FuseChat-7B-v2.0 recipe at tiny size: the model folder names of scripts/common.sh
+# (pivot first) and the stand-in of each.
+RECIPE_MODELS = {
+    "openchat_3.5": "openchat_3.5-tiny",
+    "Starling-LM-7B-alpha": "starling-tiny",
+    "Nous-Hermes-2-SOLAR-10.7B": "nous-hermes-2-solar-tiny",
+    "Mixtral-8x7B-Instruct-v0.1": "mixtral-instruct-tiny",
+    "internlm2-chat-20b": "internlm2-chat-tiny",
+    "Qwen1.5-72B-Chat": "qwen1.5-chat-tiny",
+}
 
 
 def build_tokenizer(kind: str, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -339,7 +345,7 @@ def build_tiny_model(name: str, out_dir: str | os.PathLike | None = None,
         model.generation_config.eos_token_id = tok.eos_token_id
         model.generation_config.pad_token_id = tok.pad_token_id
         model.save_pretrained(str(tmp), safe_serialization=True)
-        tok.save_pretrained(str(tmp))
+        save_tokenizer(tok, tmp)
         if spec.declared_architecture:
             config_file = tmp / "config.json"
             saved = json.loads(config_file.read_text())
@@ -352,7 +358,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build the offline tiny fixture models.")
     parser.add_argument("--out", default="models", help="folder that receives one sub-folder per model")
     parser.add_argument("--models", default=",".join(TINY_MODELS), help="comma-separated fixture names")
+    parser.add_argument("--recipe", action="store_true",
+                        help="build the stand-ins of the published recipe under its folder names (openchat_3.5, "
+                             "Starling-LM-7B-alpha, ..., Qwen1.5-72B-Chat), for scripts/pipeline.sh's defaults")
     args = parser.parse_args(argv)
+    if args.recipe:
+        for folder, name in RECIPE_MODELS.items():
+            print(build_tiny_model(name, Path(args.out) / folder))
+        return
     for name in args.models.split(","):
         print(build_tiny_model(name, Path(args.out) / name))
 

@@ -103,6 +103,42 @@ def model_turn_separator(model_name_or_path: str, tokenizer, override: str | Non
     return separator
 
 
+def base_vocabulary(tokenizer) -> dict[str, int]:
+    """The tokenizer's own vocabulary, without the tokens added on top of it (specials, chat markers)."""
+    added = tokenizer.get_added_vocab()
+    return {token: i for token, i in tokenizer.get_vocab().items() if token not in added}
+
+
+def shares_vocabulary(pivot_tokenizer, source_tokenizer) -> bool:
+    """Same vocabulary in the sense of DESIGN.md 5 (replace_model applies): the same pieces with the
+    same ids, whatever each model added on top (Mixtral's 32000 ids against OpenChat's 32002, SOLAR's
+    <|im_end|> where OpenChat has <|end_of_turn|>)."""
+    return base_vocabulary(pivot_tokenizer) == base_vocabulary(source_tokenizer)
+
+
+def keep_legacy_flag(tokenizer, folder) -> None:
+    """Write ``legacy: true`` back into a saved tokenizer_config.json (transformers 5 drops it on save).
+
+    Without it a legacy SentencePiece tokenizer (OpenChat, Mixtral, SOLAR) reloads as non-legacy and no
+    longer gives a word start after an added token its "▁": "<|end_of_turn|>GPT4" would become 32000,
+    "G" instead of 32000, "▁G", unlike the tokenization the released models were trained on.
+    """
+    import json
+
+    if getattr(tokenizer, "legacy", None) is not True:
+        return
+    path = Path(folder) / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("legacy") is not True:
+        config["legacy"] = True
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def save_tokenizer(tokenizer, folder) -> None:
+    tokenizer.save_pretrained(str(folder))
+    keep_legacy_flag(tokenizer, folder)
+
+
 def torch_dtype(load_in_half: str):
     import torch
 

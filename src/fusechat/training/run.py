@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 from ..errors import run_cli
-from ..modeling import check_model_path, load_causal_lm, load_config, load_tokenizer, model_turn_separator
+from ..modeling import (check_model_path, keep_legacy_flag, load_causal_lm, load_config, load_tokenizer,
+                        model_turn_separator)
 from ..templates import chat_template_jinja, get_template, tokenizer_adds_bos
 from .arguments import parse_args
 from .collator import TrainCollator
@@ -92,6 +93,7 @@ def save_final(trainer, output_dir: str) -> None:
     trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(staging))
     if trainer.is_world_process_zero():
+        keep_legacy_flag(trainer.processing_class, staging)
         trainer.state.save_to_json(str(staging / "trainer_state.json"))
         files = sorted(staging.iterdir(), key=lambda p: p.name == "config.json")
         for path in files:
