@@ -90,9 +90,8 @@ def test_prompt_formats(openchat_tokenizer, qwen_tokenizer):
     assert 32000 in by_template.stop_token_ids and 32000 in by_chat_template.stop_token_ids
     qwen = resolve_prompt_format(qwen_tokenizer, "qwen")
     assert 151645 in qwen.stop_token_ids  # <|im_end|>
-    assert qwen_tokenizer.decode(qwen.prompt_ids(conversation)) == (
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n"
-        "<|im_start|>assistant\n")
+    assert qwen_tokenizer.decode(qwen.prompt_ids(conversation)) == (  # no system prompt (DESIGN.md 3)
+        "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n")
     with pytest.raises(InputError, match="unknown conversation template 'nope'"):
         resolve_prompt_format(openchat_tokenizer, "nope")
 
