@@ -166,20 +166,9 @@ def test_scripts_report_bad_input_without_traceback(tmp_path):
 
 def test_replace_on_real_captures(tmp_path, pivot_path, same_vocab_source_path):
     """End to end: two same-vocabulary tiny models captured on one corpus, then replace_model."""
-    import json
-
-    from fusechat.cli.get_data_representation import main as capture
-
-    corpus = tmp_path / "c.json"
-    corpus.write_text(json.dumps([{"id": f"r{i}", "conversations": [{"from": "human", "value": f"Question {i}?"},
-                                                                   {"from": "gpt", "value": "Answer " * (i + 1)}]}
-                                  for i in range(4)]))
-    for name, path in (("p", pivot_path), ("s", same_vocab_source_path)):
-        capture(["--model_name_or_path", str(path), "--data_path", str(corpus), "--tknz_dataset_path",
-                 str(tmp_path / f"{name}_tk"), "--dataset_save_dir", str(tmp_path / name), "--get_representation",
-                 "--mask_instruction"])
-    replace_model.main(["--dataset_dir", str(tmp_path / "p"), "--replace_dataset_dir", str(tmp_path / "s"),
-                        "--dataset_save_dir", str(tmp_path / "out")])
+    capture_and_replace(tmp_path, [{"id": f"r{i}", "conversations": [
+        {"from": "human", "value": f"Question {i}?"}, {"from": "gpt", "value": "Answer " * (i + 1)}]}
+        for i in range(4)], pivot_path, same_vocab_source_path)
     out, s = load(tmp_path / "out"), load(tmp_path / "s")
     assert out["fused_metric_ce"] == pytest.approx(s["metric_ce"])
     assert out["fused_per_step_indices"] == s["per_step_indices"]
@@ -261,26 +250,32 @@ def test_replace_rejects_differences_outside_separators(tmp_path, tamper, messag
 
 def test_replace_mixtral_tiny_against_the_pivot(tmp_path, pivot_path):
     """The recipe's pair: Mixtral closes turns with </s> (2), OpenChat with <|end_of_turn|> (32000)."""
-    import json
-
     from fusechat import fixtures
-    from fusechat.cli.get_data_representation import main as capture
 
     exchanges = [1, 2, 1]
     records = [{"id": f"r{i}", "conversations": [
         turn for k in range(n) for turn in ({"from": "human", "value": f"Question {i}.{k}?"},
                                             {"from": "gpt", "value": f"{k} answers " * (i + 1)})]}
         for i, n in enumerate(exchanges)]
-    corpus = tmp_path / "c.json"
-    corpus.write_text(json.dumps(records))
-    for name, path in (("p", pivot_path), ("s", fixtures.build_tiny_model("mixtral-instruct-tiny"))):
-        capture(["--model_name_or_path", str(path), "--data_path", str(corpus), "--tknz_dataset_path",
-                 str(tmp_path / f"{name}_tk"), "--dataset_save_dir", str(tmp_path / name), "--get_representation",
-                 "--mask_instruction"])
-    replace_model.main(["--dataset_dir", str(tmp_path / "p"), "--replace_dataset_dir", str(tmp_path / "s"),
-                        "--dataset_save_dir", str(tmp_path / "out")])
+    capture_and_replace(tmp_path, records, pivot_path, fixtures.build_tiny_model("mixtral-instruct-tiny"))
     p, s = load(tmp_path / "p"), load(tmp_path / "s")
     for a, b, n in zip(p["input_ids"], s["input_ids"], exchanges):
         differ = [(x, y) for x, y in zip(a, b) if x != y]
         assert differ == [(32000, 2)] * (2 * n)  # every turn's separator, nothing else
     assert load(tmp_path / "out")["fused_metric_ce"] == s["metric_ce"]
+
+
+def capture_and_replace(tmp_path, records, pivot_path, source_path) -> None:
+    """Representations of ``records`` by both models (tmp_path/p, tmp_path/s), then replace_model into tmp_path/out."""
+    import json
+
+    from fusechat.cli.get_data_representation import main as capture
+
+    corpus = tmp_path / "c.json"
+    corpus.write_text(json.dumps(records))
+    for name, path in (("p", pivot_path), ("s", source_path)):
+        capture(["--model_name_or_path", str(path), "--data_path", str(corpus), "--tknz_dataset_path",
+                 str(tmp_path / f"{name}_tk"), "--dataset_save_dir", str(tmp_path / name), "--get_representation",
+                 "--mask_instruction"])
+    replace_model.main(["--dataset_dir", str(tmp_path / "p"), "--replace_dataset_dir", str(tmp_path / "s"),
+                        "--dataset_save_dir", str(tmp_path / "out")])
