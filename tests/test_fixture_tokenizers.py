@@ -171,3 +171,12 @@ def test_model_folders_keep_the_legacy_word_start_after_added_tokens(name, added
     tok = AutoTokenizer.from_pretrained(str(folder))
     ids = tok(f"Hi{added}GPT4", add_special_tokens=False)["input_ids"]
     assert tok.convert_ids_to_tokens(ids) == ["▁Hi", added, "▁G", "PT", "4"]
+
+
+def test_same_vocabulary_ignores_added_tokens():
+    """DESIGN.md 5's same-vocabulary sources: Starling, SOLAR and Mixtral against OpenChat; not InternLM2, Qwen."""
+    from fusechat.modeling import shares_vocabulary
+
+    pivot = fixtures.load_tokenizer("openchat")
+    assert [shares_vocabulary(pivot, fixtures.load_tokenizer(kind))
+            for kind in ("openchat", "solar", "mistral", "internlm2", "qwen")] == [True, True, True, False, False]
