@@ -60,7 +60,8 @@ def test_default_pipeline_matches_the_oracles(sets, tmp_path, pivot_path, diff_v
                  "--blending_dataset_dir", str(sets / "blend_rep"), "--do_distribution_alignment",
                  "--align_type", "default", "--use_token_alignment_matrix", "--token_alignment_matrix_file",
                  str(matrix), "--blending_to_base_file", str(mapping), "--aligned_dataset_save_dir",
-                 str(tmp_path / "aligned"), "--preprocessing_num_workers", "2", "--batch_size", "2"))
+                 str(tmp_path / "aligned"), "--preprocessing_num_workers", "2", "--batch_size", "2",
+                 "--aligned_dataset_tknz_save_dir", str(tmp_path / "tknz")))
     base_vocab, blending_vocab = vocabulary_of(openchat_tokenizer), vocabulary_of(qwen_tokenizer)
     blending_to_base = json.loads(mapping.read_text())
     assert len(blending_to_base) == blending_vocab.size
@@ -129,6 +130,27 @@ def test_existing_matrix_and_mapping_are_reused(sets, tmp_path, pivot_path, diff
                  "--blending_dataset_dir", str(sets / "blend_tk"), "--do_token_alignment", "--token_alignment_matrix_file",
                  str(matrix), "--blending_to_base_file", str(mapping)))
     assert json.loads(mapping.read_text()) == [7] * 151646  # untouched
+
+
+def test_distribution_pass_needs_the_token_alignment_of_every_row(sets, tmp_path, pivot_path,
+                                                                    diff_vocab_source_path):
+    """The token pass's tokenized set stands in for the DTW, so a row it lacks (or whose tokens
+    differ) is an error, not a silent recomputation."""
+    from datasets import DatasetDict
+
+    files = ["--align_type", "hard", "--token_alignment_matrix_file", str(tmp_path / "m.npz")]
+    align(common(sets, pivot_path, diff_vocab_source_path, "--base_dataset_dir", str(sets / "base_tk"),
+                 "--blending_dataset_dir", str(sets / "blend_tk"), "--do_token_alignment", *files,
+                 "--aligned_dataset_tknz_save_dir", str(tmp_path / "tknz")))
+    tknz = load(tmp_path / "tknz")
+    assert tknz["id"] == [r["id"] for r in RECORDS]
+    DatasetDict({"train": tknz.select([0, 1, 3])}).save_to_disk(str(tmp_path / "short"))
+    with pytest.raises(InputError, match=r"no token alignment of conversation 'zh' \(row 2"):
+        align(common(sets, pivot_path, diff_vocab_source_path, "--base_dataset_dir", str(sets / "base_rep"),
+                     "--blending_dataset_dir", str(sets / "blend_rep"), "--do_distribution_alignment", *files,
+                     "--aligned_dataset_tknz_save_dir", str(tmp_path / "short"),
+                     "--aligned_dataset_save_dir", str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("case,message", [

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InputError
 from ..schema import (FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, INDICES, LOGITS,
-                      PER_STEP_FUSED_METRIC_CE, check_same_conversations, row_lengths)
+                      PER_STEP_FUSED_METRIC_CE, arrow_column, check_same_conversations, first_differing_row,
+                      require_columns, row_lengths)
 from .distribution_alignment import DistributionAligner, dropped_columns, fused_columns, not_aligned
 from .token_alignment import align_tokens, decoded_token_strings
 
@@ -65,6 +67,37 @@ def token_alignment_batch(batch, base: TokenizerSpec, blending: TokenizerSpec, b
     return {ALIGNMENT_COLUMN: alignments}
 
 
+def with_token_alignments(pairs, tokenized, where: str):
+    """The paired set with the ``base_to_blending_mapping`` column of the token pass's tokenized set.
+
+    That set covers every split (and maybe other rows): rows are matched by conversation id and
+    length, in order among equal keys, and their ``input_ids`` must be the very ones aligned.
+    """
+    from datasets import concatenate_datasets
+
+    require_columns(tokenized, (ID, "input_ids", ALIGNMENT_COLUMN), where)
+    require_columns(pairs, (ID,), "the base set")
+    rows_of: dict[tuple, list[int]] = {}
+    keys = zip(arrow_column(tokenized, ID).to_pylist(), row_lengths(tokenized).tolist())
+    for row, key in enumerate(keys):
+        rows_of.setdefault(key, []).append(row)
+    used: dict[tuple, int] = {}
+    picked = []
+    for row, key in enumerate(zip(arrow_column(pairs, ID).to_pylist(), row_lengths(pairs).tolist())):
+        candidates, k = rows_of.get(key, []), used.get(key, 0)
+        if k >= len(candidates):
+            raise InputError(f"{where}: no token alignment of conversation {key[0]!r} (row {row}, {key[1]} tokens); "
+                             "run --do_token_alignment on the same tokenized sets")
+        used[key] = k + 1
+        picked.append(candidates[k])
+    alignments = tokenized.select(picked)
+    row = first_differing_row(arrow_column(alignments, "input_ids"), arrow_column(pairs, "input_ids"))
+    if row is not None:
+        raise InputError(f"{where}: the input_ids of conversation {pairs[row][ID]!r} (row {row}) differ from the "
+                         "ones the token pass aligned")
+    return concatenate_datasets([pairs, alignments.select_columns([ALIGNMENT_COLUMN]).flatten_indices()], axis=1)
+
+
 def carried_positions(base_ids: Sequence[int], fused_logits, fused_indices) -> int:
     """Positions whose fused entry is the source's distribution, not ONE-HOT (a single logit 1.0 on
     the next base id) and not EMPTY: the quality figure of an alignment."""
@@ -81,22 +114,26 @@ def carried_positions(base_ids: Sequence[int], fused_logits, fused_indices) -> i
 
 def distribution_alignment_batch(batch, aligner: DistributionAligner | None, base: TokenizerSpec,
                                  blending: TokenizerSpec, metric_level: str):
-    """DESIGN.md 6.3 for every row; ``aligner`` None means ``--not_align`` (lists copied unmapped)."""
+    """DESIGN.md 6.3 for every row; ``aligner`` None means ``--not_align`` (lists copied unmapped).
+
+    The token alignment (6.1) comes from the ``base_to_blending_mapping`` column when the batch has
+    it (:func:`with_token_alignments`); only without it is it computed here.
+    """
     base_tokenizer, blending_tokenizer = base.load(), blending.load()
     out: dict[str, list] = {}
     for r in range(len(batch["input_ids"])):
-        base_row = {k: batch[k][r] for k in batch if not k.startswith(BLENDING)}
+        base_row = {k: batch[k][r] for k in batch if not k.startswith(BLENDING) and k != ALIGNMENT_COLUMN}
         blending_row = {k[len(BLENDING):]: batch[k][r] for k in batch if k.startswith(BLENDING)}
         base_ids, blending_ids = base_row["input_ids"], blending_row["input_ids"]
+        where = f"conversation {base_row.get(ID, r)!r}"
         if aligner is None:
             logits, indices = not_aligned(blending_row[LOGITS], blending_row[INDICES])
         else:
             logits, indices = aligner.align_sample(
                 base_ids, decoded_token_strings(base_tokenizer, base_ids), blending_ids,
-                decoded_token_strings(blending_tokenizer, blending_ids), blending_row[LOGITS],
-                blending_row[INDICES], where=f"conversation {base_row.get(ID, r)!r}")
-        columns = fused_columns(base_row, blending_row, logits, indices, metric_level,
-                                where=f"conversation {base_row.get(ID, r)!r}")
+                decoded_token_strings(blending_tokenizer, blending_ids), blending_row[LOGITS], blending_row[INDICES],
+                where=where, alignment=batch[ALIGNMENT_COLUMN][r] if ALIGNMENT_COLUMN in batch else None)
+        columns = fused_columns(base_row, blending_row, logits, indices, metric_level, where=where)
         columns[CARRIED] = carried_positions(base_ids, logits, indices) if aligner is not None else len(base_ids)
         for key, value in columns.items():
             out.setdefault(key, []).append(value)
@@ -108,7 +145,7 @@ def aligned_features(base_features, metric_level: str, fused_index_dtype: str):
     from datasets import Features, List, Value
 
     features = {k: v for k, v in base_features.items()
-                if k not in dropped_columns(metric_level) and not k.startswith(BLENDING)}
+                if k not in (*dropped_columns(metric_level), ALIGNMENT_COLUMN) and not k.startswith(BLENDING)}
     features[FUSED_LOGITS] = List(List(Value("float16")))
     features[FUSED_INDICES] = List(List(Value(fused_index_dtype)))
     if metric_level == "sequence":

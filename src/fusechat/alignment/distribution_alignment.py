@@ -218,10 +218,12 @@ class DistributionAligner:
 
     def align_sample(self, base_ids: Sequence[int], base_tokens: Sequence[str], blending_ids: Sequence[int],
                      blending_tokens: Sequence[str], blending_logits: Sequence[Sequence[float]],
-                     blending_indices: Sequence[Sequence[int]],
-                     where: str = "sample") -> tuple[list[list[float]], list[list[int]]]:
-        """Token alignment (6.1) and distribution alignment (6.3) of one sample."""
-        alignment = align_tokens(base_tokens, blending_tokens, self.base_marker, self.blending_marker)
+                     blending_indices: Sequence[Sequence[int]], where: str = "sample",
+                     alignment: Sequence[Sequence[int]] | None = None) -> tuple[list[list[float]], list[list[int]]]:
+        """Distribution alignment (6.3) of one sample, on its token alignment (6.1): ``alignment`` when
+        the token pass saved it, else computed here."""
+        if alignment is None:
+            alignment = align_tokens(base_tokens, blending_tokens, self.base_marker, self.blending_marker)
         return self.align(base_ids, base_tokens, blending_ids, blending_tokens, alignment, blending_logits,
                           blending_indices, where)
 

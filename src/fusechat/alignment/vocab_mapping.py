@@ -303,21 +303,31 @@ def save_count_matrix(path: str | os.PathLike, matrix) -> None:
         sparse.save_npz(handle, sparse.csr_matrix(matrix))
 
 
-def load_count_matrix(path: str | os.PathLike, base_size: int, blending_size: int) -> sparse.csr_matrix:
-    """Read a count matrix saved by :func:`save_count_matrix` (or the reference), checking its shape."""
+def check_count_matrix(path: str | os.PathLike, base_size: int, blending_size: int) -> Path:
+    """Check that a count matrix file exists and fits both vocabularies, reading only its shape."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"--token_alignment_matrix_file {p}: no such file (run with --do_token_alignment first)")
     try:
-        matrix = sparse.load_npz(p)
+        with np.load(p) as members:  # scipy's .npz keeps the shape in its own member
+            shape = tuple(int(n) for n in members["shape"])
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"--token_alignment_matrix_file {p}: not a scipy sparse .npz ({exc})") from None
-    if matrix.shape != (base_size, blending_size):
+    if shape != (base_size, blending_size):
         raise InputError(
-            f"--token_alignment_matrix_file {p}: shape {matrix.shape}, but the base vocabulary has "
+            f"--token_alignment_matrix_file {p}: shape {shape}, but the base vocabulary has "
             f"{base_size} ids and the blending vocabulary {blending_size}"
         )
-    return sparse.csr_matrix(matrix)
+    return p
+
+
+def load_count_matrix(path: str | os.PathLike, base_size: int, blending_size: int) -> sparse.csr_matrix:
+    """Read a count matrix saved by :func:`save_count_matrix` (or the reference), checking its shape."""
+    p = check_count_matrix(path, base_size, blending_size)
+    try:
+        return sparse.csr_matrix(sparse.load_npz(p))
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"--token_alignment_matrix_file {p}: not a scipy sparse .npz ({exc})") from None
 
 
 # --- MS: the mapping -------------------------------------------------------------------------

@@ -12,10 +12,11 @@ from pathlib import Path
 
 
 from ..alignment.corpus import (ALIGNMENT_COLUMN, CARRIED, TokenizerSpec, aligned_features,
-                                distribution_alignment_batch, paired, share_carried, token_alignment_batch)
+                                distribution_alignment_batch, paired, share_carried, token_alignment_batch,
+                                with_token_alignments)
 from ..alignment.distribution_alignment import DistributionAligner
 from ..alignment.vocab_mapping import (AlignmentCounts, blending_to_base_mapping, check_align_type,
-                                       load_blending_to_base, load_count_matrix, matched_blending_ids,
+                                       check_count_matrix, load_blending_to_base, matched_blending_ids,
                                        save_blending_to_base, save_count_matrix, vocabulary_of)
 from ..data import sample_indices
 from ..errors import InputError
@@ -105,6 +106,10 @@ def token_alignment(args, base_vocab, blending_vocab, scratch: Path) -> None:
                                                          batch[ALIGNMENT_COLUMN]):
                 counts.add(base_ids, matched_blending_ids(blending_ids, alignment))
         aligned_parts.append(aligned.remove_columns(["blending_input_ids"]))
+    if args.aligned_dataset_tknz_save_dir:  # first: the matrix and mapping files mark the pass as done
+        from datasets import concatenate_datasets
+
+        save_set(concatenate_datasets(aligned_parts), args.aligned_dataset_tknz_save_dir)
     matrix = counts.to_csr()
     logger.info("token alignment count matrix: %d nonzeros in %s", matrix.nnz, matrix.shape)
     if args.token_alignment_matrix_file:
@@ -114,10 +119,6 @@ def token_alignment(args, base_vocab, blending_vocab, scratch: Path) -> None:
         if not args.blending_to_base_file:
             raise InputError(f"--align_type {args.align_type} writes its mapping to --blending_to_base_file; give one")
         save_blending_to_base(args.blending_to_base_file, mapping)
-    if args.aligned_dataset_tknz_save_dir:
-        from datasets import concatenate_datasets
-
-        save_set(concatenate_datasets(aligned_parts), args.aligned_dataset_tknz_save_dir)
 
 
 def distribution_alignment(args, base_vocab, blending_vocab, scratch: Path) -> None:
@@ -135,7 +136,7 @@ def distribution_alignment(args, base_vocab, blending_vocab, scratch: Path) -> N
         if args.use_token_alignment_matrix:
             if not args.token_alignment_matrix_file:
                 raise InputError("--use_token_alignment_matrix needs --token_alignment_matrix_file")
-            load_count_matrix(args.token_alignment_matrix_file, base_vocab.size, blending_vocab.size)
+            check_count_matrix(args.token_alignment_matrix_file, base_vocab.size, blending_vocab.size)
         aligner = DistributionAligner.create(args.align_type, blending_vocab, base_vocab, mapping,
                                              args.use_token_alignment_matrix)
     blending_columns = ["input_ids", LOGITS, INDICES, METRIC_CE]
@@ -144,6 +145,9 @@ def distribution_alignment(args, base_vocab, blending_vocab, scratch: Path) -> N
         blending_columns.append(PER_STEP_METRIC_CE)
     pairs = paired(sampled(base, args.dataset_sample_prop), sampled(blending, args.dataset_sample_prop),
                    base_name, blending_name, blending_columns)
+    if aligner is not None and args.aligned_dataset_tknz_save_dir:  # the token pass's alignments, not a second DTW
+        (tokenized,), (tokenized_name,) = load_sets(args.aligned_dataset_tknz_save_dir, "token-aligned set")
+        pairs = with_token_alignments(pairs, tokenized, tokenized_name)
     index_dtype = index_dtype_for(blending_vocab.size if args.not_align else base_vocab.size)
     features = aligned_features(pairs.features, args.metric_level, index_dtype)
     base_spec, blending_spec = tokenizer_specs(args)
@@ -176,8 +180,9 @@ def main(argv=None) -> None:
     scratch = Path(tempfile.mkdtemp(prefix=".align-scratch-", dir=anchor))
     try:
         if args.do_token_alignment:
-            reuse = [f for f in (args.token_alignment_matrix_file, args.blending_to_base_file) if f]
-            if reuse and all(Path(f).exists() for f in reuse) and not args.aligned_dataset_tknz_save_dir:
+            reuse = [f for f in (args.token_alignment_matrix_file, args.blending_to_base_file,
+                                 args.aligned_dataset_tknz_save_dir) if f]
+            if reuse and all(Path(f).exists() for f in reuse):
                 logger.info("reusing %s", ", ".join(reuse))
             else:
                 token_alignment(args, base_vocab, blending_vocab, scratch)
