@@ -122,3 +122,24 @@ def row_ids(dataset, rows) -> list[str]:
         return [str(r) for r in rows]
     ids = arrow_column(dataset, ID)
     return [ids[int(r)].as_py() for r in rows]
+
+
+def without_nan_rows(dataset, report_path: str):
+    """filter_nan: the set without its NaN-metric rows; their ids go to ``report_path`` (JSON) when
+    there are any. Returns ``(kept set, dropped ids)``."""
+    from .storage import write_json
+
+    bad = nan_rows(dataset)
+    ids = row_ids(dataset, bad)
+    if len(bad):
+        write_json(report_path, ids)
+    return drop_rows(dataset, bad), ids
+
+
+def fuse_by_mince(datasets, names: list[str]):
+    """fuse_multi: per row, the fused columns of the set with the lowest ``fused_metric_ce``.
+    Returns ``(fused set, rows taken from each set)``."""
+    for ds, name in zip(datasets, names, strict=True):
+        require_columns(ds, FUSED_COLUMNS, name)
+    choice = mince_choice([metric_values(ds, FUSED_METRIC_CE) for ds in datasets])
+    return select_fused(datasets, names, choice), np.bincount(choice, minlength=len(datasets))
