@@ -306,7 +306,7 @@ def write_recipe(tmp_path, recipe: dict) -> Path:
 
 
 def localize(tmp_path, recipe_path, pivot, targets) -> subprocess.CompletedProcess:
-    return subprocess.run(["python", "-m", "fusechat.demo", "recipe", str(recipe_path), str(tmp_path / "local.yml"),
+    return subprocess.run(["python", "-m", "fusechat.drivers", "recipe", str(recipe_path), str(tmp_path / "local.yml"),
                            "--pivot", pivot, "--targets", ",".join(targets)], capture_output=True, text=True)
 
 

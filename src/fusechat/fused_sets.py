@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .arrow import arrow_column, without_indices_mapping
 from .errors import InputError
 from .schema import (
     FUSED_COLUMNS, FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, INDICES, LOGITS, METRIC_CE,
-    PER_STEP_METRIC_CE, REPRESENTATION_COLUMNS, TOKEN_COLUMNS, arrow_column, check_same_conversations,
+    PER_STEP_METRIC_CE, REPRESENTATION_COLUMNS, TOKEN_COLUMNS, check_same_conversations,
     require_columns,
 )
 
@@ -62,8 +63,7 @@ def replace_columns(pivot, source, mode: str, pivot_name: str, source_name: str)
         added = source.select_columns(list(TOKEN_COLUMNS + REPRESENTATION_COLUMNS))
     else:
         raise InputError(f"--replace_model must be 'source' or 'pivot', got {mode!r}")
-    return concatenate_datasets([kept.flatten_indices() if kept._indices is not None else kept,
-                                 added.flatten_indices() if added._indices is not None else added], axis=1)
+    return concatenate_datasets([without_indices_mapping(kept), without_indices_mapping(added)], axis=1)
 
 
 def metric_values(dataset, column: str) -> np.ndarray:
@@ -114,7 +114,7 @@ def select_fused(datasets, names: list[str], choice: np.ndarray, chunk_rows: int
         chunks.append(table.take(pa.array(take)))
     fused = Dataset(pa.concat_tables(chunks)).cast(datasets[0].select_columns(list(FUSED_COLUMNS)).features)
     base = datasets[0].remove_columns(list(FUSED_COLUMNS))
-    return concatenate_datasets([base.flatten_indices() if base._indices is not None else base, fused], axis=1)
+    return concatenate_datasets([without_indices_mapping(base), fused], axis=1)
 
 
 def row_ids(dataset, rows) -> list[str]:

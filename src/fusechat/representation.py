@@ -22,9 +22,11 @@ from typing import Iterator
 import numpy as np
 
 from . import data as corpus
+from .arrow import row_lengths
 from .errors import InputError
 from .modeling import output_vocab_size
-from .schema import IGNORE_INDEX, ID, INDICES, LOGITS, METRIC_CE, PER_STEP_METRIC_CE, row_lengths
+from .padding import pad_lists
+from .schema import IGNORE_INDEX, ID, INDICES, LOGITS, METRIC_CE, PER_STEP_METRIC_CE
 from .templates import ChatTemplate, encode_rendered, render_conversation
 
 logger = logging.getLogger(__name__)
@@ -96,14 +98,11 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def pad_rows(rows: list[list[int]], value: int):
+def padded_tensor(rows: list[list[int]], value: int):
+    """A [len(rows), longest] int64 tensor."""
     import torch
 
-    width = max(len(r) for r in rows)
-    out = torch.full((len(rows), width), value, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
-    return out
+    return torch.from_numpy(pad_lists(rows, value, np.int64))
 
 
 def next_token_stats(logits, next_labels, top_k: int):
@@ -158,9 +157,9 @@ def capture_batch(model, chunker: ChunkedLogits, rows: list[dict], pad_id: int, 
     """Forward one batch; return per row its top-k lists, per-step CE and metric_ce (numpy)."""
     import torch
 
-    input_ids = pad_rows([r["input_ids"] for r in rows], pad_id).to(device)
-    attention_mask = pad_rows([r["attention_mask"] for r in rows], 0).to(device)
-    labels = pad_rows([r["labels"] for r in rows], IGNORE_INDEX).to(device)
+    input_ids = padded_tensor([r["input_ids"] for r in rows], pad_id).to(device)
+    attention_mask = padded_tensor([r["attention_mask"] for r in rows], 0).to(device)
+    labels = padded_tensor([r["labels"] for r in rows], IGNORE_INDEX).to(device)
     batch, width = input_ids.shape
     next_labels = torch.full_like(labels, IGNORE_INDEX)
     next_labels[:, :-1] = labels[:, 1:]
@@ -225,8 +224,8 @@ def capture_representations(model, tokenized, options: CaptureOptions, pad_id: i
     for n, batch in enumerate(batches):
         rows = [tokenized[i] for i in batch]
         if n == 0:
-            chunker.probe(pad_rows([rows[0]["input_ids"]], pad_id).to(device),
-                          pad_rows([rows[0]["attention_mask"]], 0).to(device))
+            chunker.probe(padded_tensor([rows[0]["input_ids"]], pad_id).to(device),
+                          padded_tensor([rows[0]["attention_mask"]], 0).to(device))
         for index, result in zip(batch, capture_batch(model, chunker, rows, pad_id, options, device)):
             yield index, result
         bar.update(sum(lengths[i] for i in batch))

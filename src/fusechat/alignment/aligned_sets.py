@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..arrow import arrow_column, first_differing_row, row_lengths
 from ..schema import (FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, INDICES, LOGITS,
-                      PER_STEP_FUSED_METRIC_CE, arrow_column, check_same_conversations, first_differing_row,
-                      require_columns, row_lengths)
+                      PER_STEP_FUSED_METRIC_CE, check_same_conversations, require_columns)
 from ..storage import load_train_splits, save_train_split
 from .distribution_alignment import DistributionAligner, dropped_columns, fused_columns, not_aligned
 from .token_alignment import align_tokens, decoded_token_strings

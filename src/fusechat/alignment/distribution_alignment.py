@@ -64,6 +64,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..padding import pad_lists
 from ..schema import (FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, INDICES, LOGITS, METRIC_CE,
                       PER_STEP_FUSED_METRIC_CE, PER_STEP_METRIC_CE)
 from .token_alignment import align_tokens
@@ -96,18 +97,6 @@ def _many_to_one(bt: str, matched: Sequence[int], blending_tokens: Sequence[str]
             return matched[consumed[-1]]
         return EMPTY
     return ONE_HOT
-
-
-def _padded(rows: Sequence[Sequence], fill, dtype) -> np.ndarray:
-    """A [len(rows), longest] array of ragged rows, padded with ``fill``."""
-    lengths = [len(row) for row in rows]
-    width = max(lengths, default=0)
-    if all(length == width for length in lengths):
-        return np.array(rows, dtype=dtype).reshape(len(rows), width)
-    out = np.full((len(rows), width), fill, dtype=dtype)
-    for r, row in enumerate(rows):
-        out[r, :len(row)] = row
-    return out
 
 
 @dataclass(frozen=True)
@@ -147,7 +136,7 @@ class DistributionAligner:
                     blending_tokens: Sequence[str], alignment: Sequence[Sequence[int]],
                     where: str = "sample") -> np.ndarray:
         """Per base position: the blending position whose candidates it takes, or ONE_HOT / EMPTY."""
-        _check_tokens(base_ids, base_tokens, blending_ids, blending_tokens, alignment, self.candidate_table.size,
+        _check_alignment_inputs(base_ids, base_tokens, blending_ids, blending_tokens, alignment, self.candidate_table.size,
                       where)
         return self._source_rows(base_ids, base_tokens, blending_ids, blending_tokens, alignment)
 
@@ -177,8 +166,8 @@ class DistributionAligner:
     def candidate_distributions(self, blending_logits: Sequence[Sequence[float]],
                                 blending_indices: Sequence[Sequence[int]]) -> list[tuple[list[float], list[int]]]:
         """Each source row's candidates in base ids: source order, dropped ones out, repeats skipped."""
-        ids = _padded(blending_indices, -1, np.int64)
-        logits = _padded(blending_logits, 0.0, np.float64)
+        ids = pad_lists(blending_indices, -1, np.int64)
+        logits = pad_lists(blending_logits, 0.0, np.float64)
         table = self.candidate_table
         inside = (ids >= 0) & (ids < table.size)  # an id the tokenizer lacks is no token
         mapped = np.where(inside, table[np.where(inside, ids, 0)], -1)
@@ -228,7 +217,7 @@ class DistributionAligner:
                           blending_indices, where)
 
 
-def _check_tokens(base_ids, base_tokens, blending_ids, blending_tokens, alignment, blending_size: int,
+def _check_alignment_inputs(base_ids, base_tokens, blending_ids, blending_tokens, alignment, blending_size: int,
                   where: str) -> None:
     if len(base_ids) == 0:
         raise InputError(f"{where}: no base tokens")

@@ -10,7 +10,7 @@ from ..errors import InputError
 from ..modeling import load_tokenizer
 from ..representation import CaptureOptions
 from ..representation_sets import capture_model, save_representations, tokenized_set
-from ..schema import row_lengths
+from ..arrow import row_lengths
 from ..templates import get_template
 
 logger = logging.getLogger("get_data_representation")
