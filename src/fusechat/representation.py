@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from . import data as corpus
-from .arrow import row_lengths
+from .arrow import arrow_column, row_lengths
 from .errors import InputError
 from .modeling import output_vocab_size
 from .padding import pad_lists
@@ -236,26 +236,33 @@ def representation_dataset(tokenized, options: CaptureOptions, model, pad_id: in
                            device=None, progress: bool = True):
     """The tokenized set plus the representation columns, rows in their original order.
 
-    Rows are streamed to an Arrow file in ``scratch_dir`` as batches finish (memory stays bounded),
+    Rows are streamed to Arrow files in ``scratch_dir`` as batches finish (memory stays bounded),
     then put back into input order.
     """
-    from pathlib import Path
+    import uuid
 
     from datasets import Dataset, Value
-    from datasets.arrow_writer import ArrowWriter
+    from datasets.exceptions import DatasetGenerationError
 
     from .schema import index_dtype_for, representation_features
 
     features = representation_features(options.top_k, options.per_token_metric,
                                        index_dtype_for(output_vocab_size(model)))
     features["_row"] = Value("int64")
-    path = str(Path(scratch_dir) / "captured.arrow")
-    with ArrowWriter(features=features, path=path) as writer:
+
+    def captured_rows():
         for index, result in capture_representations(model, tokenized, options, pad_id, device, progress):
             row = tokenized[index]
-            writer.write({"_row": index, ID: row[ID], "input_ids": row["input_ids"], "labels": row["labels"],
-                          "attention_mask": row["attention_mask"], **result})
-        writer.finalize()
-    captured = Dataset.from_file(path)
-    order = np.argsort(np.asarray(captured.data.column("_row")), kind="stable")
+            yield {"_row": index, ID: row[ID], "input_ids": row["input_ids"], "labels": row["labels"],
+                   "attention_mask": row["attention_mask"], **result}
+
+    # A fresh fingerprint: never a cached result, and no hashing of the generator (it holds the model).
+    try:
+        captured = Dataset.from_generator(captured_rows, features=features, cache_dir=str(scratch_dir),
+                                          fingerprint=uuid.uuid4().hex)
+    except DatasetGenerationError as exc:  # the builder wraps what the capture raised: bad input stays bad input
+        if isinstance(exc.__cause__, InputError):
+            raise exc.__cause__ from None
+        raise
+    order = np.argsort(arrow_column(captured, "_row").to_numpy(), kind="stable")
     return captured.select(order).remove_columns("_row")
