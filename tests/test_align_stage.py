@@ -177,3 +177,12 @@ def test_bad_input(sets, tmp_path, pivot_path, diff_vocab_source_path, case, mes
     with pytest.raises(InputError, match=message):
         align(args)
     assert not (tmp_path / "out").exists()
+
+
+def test_flags_without_effect_warn(caplog):
+    with pytest.raises(InputError, match="nothing to do"):
+        align(["--base_model_name_or_path", "b", "--blending_model_name_or_path", "s", "--base_dataset_dir", "x",
+               "--blending_dataset_dir", "y", "--model_max_length", "2048", "--temperature", "0.5"])
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(w.startswith("--model_max_length 2048 has no effect here") for w in warnings)
+    assert any(w.startswith("--temperature 0.5 has no effect here") for w in warnings)

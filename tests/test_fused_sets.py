@@ -31,7 +31,7 @@ def make_set(path, ids, seed, vocab=32002, metrics=None, per_token=True, input_i
         if per_token:
             row["per_step_metric_ce"] = rng.random(length - 1).tolist()
         rows.append(row)
-    features = representation_features(3, per_token, index_dtype_for(vocab))
+    features = representation_features(per_token, index_dtype_for(vocab))
     if fused_metrics is not None:
         for row, m in zip(rows, fused_metrics):
             row["fused_per_step_logits"] = [[float(rng.standard_normal())] for _ in row["input_ids"]]

@@ -246,8 +246,7 @@ def representation_dataset(tokenized, options: CaptureOptions, model, pad_id: in
 
     from .schema import index_dtype_for, representation_features
 
-    features = representation_features(options.top_k, options.per_token_metric,
-                                       index_dtype_for(output_vocab_size(model)))
+    features = representation_features(options.per_token_metric, index_dtype_for(output_vocab_size(model)))
     features["_row"] = Value("int64")
 
     def captured_rows():

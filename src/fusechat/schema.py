@@ -37,7 +37,7 @@ def index_dtype_for(vocab_size: int) -> str:
     return "uint16" if vocab_size <= 1 << 16 else "int32"
 
 
-def representation_features(top_k: int | None = None, per_token_metric: bool = False, index_dtype: str = "int32"):
+def representation_features(per_token_metric: bool = False, index_dtype: str = "int32"):
     """The ``datasets.Features`` of a representation set (compact dtypes: float16 logits, narrow ids)."""
     from datasets import Features, List, Value
 

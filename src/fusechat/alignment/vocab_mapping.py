@@ -275,12 +275,6 @@ class AlignmentCounts:
         """Count one sequence: its base ids and the blending ids matched to each base position."""
         self.add_pairs(*alignment_pairs(base_ids, matched_ids))
 
-    def add_matrix(self, matrix) -> None:
-        """Add a count matrix built elsewhere (e.g. by another worker)."""
-        if matrix.shape != self.shape:
-            raise InputError(f"count matrix of shape {matrix.shape} cannot be added to one of shape {self.shape}")
-        self._matrix = (self._matrix + sparse.csr_matrix(matrix, dtype=np.int64)).tocsr()
-
     def _flush(self) -> None:
         if not self._rows:
             return

@@ -56,17 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_flags(args) -> None:
-    check_align_type(args.align_type)
-    if not (args.do_token_alignment or args.do_distribution_alignment):
-        raise InputError("nothing to do: give --do_token_alignment and/or --do_distribution_alignment")
-    if args.do_distribution_alignment and not args.aligned_dataset_save_dir:
-        raise InputError("--do_distribution_alignment needs --aligned_dataset_save_dir")
     if args.temperature != 1.0:
         logger.warning("--temperature %s has no effect here; set the fuse temperature with train.py's "
                        "--fuse_temperature", args.temperature)
     if args.model_max_length is not None:
         logger.warning("--model_max_length %s has no effect here; the sets were cut to length by "
                        "get_data_representation", args.model_max_length)
+    check_align_type(args.align_type)
+    if not (args.do_token_alignment or args.do_distribution_alignment):
+        raise InputError("nothing to do: give --do_token_alignment and/or --do_distribution_alignment")
+    if args.do_distribution_alignment and not args.aligned_dataset_save_dir:
+        raise InputError("--do_distribution_alignment needs --aligned_dataset_save_dir")
 
 
 def main(argv=None) -> None:
