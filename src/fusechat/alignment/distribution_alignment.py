@@ -1,57 +1,15 @@
-"""Distribution alignment of one sample: the source's top-k lists in the pivot's vocabulary (DESIGN.md 6.3).
+"""Distribution alignment of one sample (DESIGN.md 6.3): the source's top-k lists moved into the
+pivot's positions and vocabulary, given the sample's token alignment (6.1).
 
-Inputs per sample: the base (pivot) ids and their decoded strings, the blending (source) ids and
-decoded strings, the token alignment of 6.1 (for each base position the blending positions
-matched to it, ``align_tokens``), and the source's ``per_step_logits`` / ``per_step_indices``.
-
-Token strings. ``bt`` (the base token at a position), ``blt`` and the tokens of ``M`` are the
-per-id *decoded* strings (``decoded_token_strings``, i.e. ``tokenizer.decode([id])``: a
-SentencePiece word start shows no marker, a byte-level one shows a leading space). Mapping a
-top-k candidate id into the base vocabulary uses vocabulary *pieces* (``convert_ids_to_tokens``,
-``get_vocab()``): "by exact string" is the EM table of :func:`vocab_mapping.exact_mapping`.
-
-For base position ``i`` with matched blending positions ``M`` the source row used is:
-
-- ``|M| = 1``, ``j = M[0]``, ``blt`` = blending token ``j`` with its marker replaced by the base marker:
-  - hard: row ``j`` if ``bt == blt``; candidates mapped by exact string, the others dropped;
-  - soft: row ``j`` if ``bt == blt`` or ``base_ids[i] == blending_to_base[blending_ids[j]]``;
-    candidates mapped through ``blending_to_base``;
-  - default: row ``j`` if ``blt`` ends with ``bt`` or ``bt`` ends with ``blt``; candidates mapped by
-    exact string, else through ``blending_to_base``;
-  - otherwise ONE-HOT.
-- ``|M| > 1`` with ``default`` and ``use_token_alignment_matrix``: markers are stripped from ``bt``
-  and the tokens of ``M``. The first position whose token is a suffix of ``bt`` or has ``bt`` as a
-  suffix (only when the stripped ``bt`` is not empty); else greedy consumption of ``bt`` from its
-  start by the tokens of ``M`` in order, which counts only if it consumes ``bt`` entirely; if it
-  did, or the concatenation of ``M`` ends with ``bt`` or ``bt`` ends with it, ``M`` is cut to the
-  consumed positions and the row is the last of them when their concatenation equals ``bt``, else
-  EMPTY; otherwise ONE-HOT.
-- every other ``|M| > 1``: ONE-HOT.
-
-ONE-HOT is ``([1.0], [next base id])`` (at the last position, the last id again); EMPTY is
-``([], [])``, which training reads as "take the pivot's own distribution". Candidates keep the
-source's order; a base id already taken at the position is skipped (the first logit wins). A hard
-row whose candidates all lack a base piece also comes out as ``([], [])``, as in the reference.
-
-Deviations from the reference, as DESIGN.md 6.3 asks:
-
-- soft indexes ``blending_to_base`` by the blending *token id* at ``j``, not by the position ``j``,
-  and compares it with the base *id* at ``i`` (the reference looks ``bt`` up in the vocabulary and
-  raises KeyError whenever a decoded string is not itself a piece);
-- "``bt`` is not just the marker" is read as "``bt`` without its markers is not empty" (the decoded
-  SentencePiece "▁" is ``""``). The reference compares the already stripped ``bt`` with the marker,
-  a test that always passes; an empty ``bt`` that reaches the greedy step with nothing consumed
-  crashes the reference on an empty list and is EMPTY here.
-
-A candidate id outside the blending tokenizer's vocabulary (a padded embedding row) is no token and
-is skipped.
-
-Use (one aligner per model pair, then one call per row)::
+Per base position the aligner picks a source row (a blending position), ONE-HOT or EMPTY
+(``source_rows``), then maps that row's candidates to base ids (``candidate_distributions``).
+Token strings compared per position are the per-id *decoded* strings (``decoded_token_strings``);
+candidate ids are mapped through vocabulary *pieces* (``vocab_mapping``). Where the reference and
+the spec part ways (soft's mapping lookup, an empty ``bt``), README.md "Differences" says what is done.
 
     aligner = DistributionAligner.create(align_type, vocabulary_of(blending_tok), vocabulary_of(base_tok),
                                          blending_to_base, use_token_alignment_matrix)
-    logits, ids = aligner.align_sample(base_ids, decoded_token_strings(base_tok, base_ids), blending_ids,
-                                       decoded_token_strings(blending_tok, blending_ids),
+    logits, ids = aligner.align_sample(base_ids, base_tokens, blending_ids, blending_tokens,
                                        source_row["per_step_logits"], source_row["per_step_indices"])
     columns = fused_columns(pivot_row, source_row, logits, ids, metric_level)
 """

@@ -1,33 +1,12 @@
-"""Vocabulary mappings from the blending (source) vocabulary to the base (pivot) one (DESIGN.md 6.2).
+"""Vocabulary mappings from the blending (source) vocabulary to the base (pivot) one (DESIGN.md 6.2):
+EM (``exact_mapping``, ``--align_type hard``), MinED (``mined_mapping``, soft) and MS
+(``AlignmentCounts`` accumulates the sparse count matrix over a corpus's token alignments,
+``ms_mapping`` picks per blending id; default), and their files: the mapping as a JSON list indexed
+by blending id, the count matrix as a scipy sparse ``.npz``.
 
-Token strings. Everything here works on *vocabulary pieces*, the strings that
-``convert_ids_to_tokens`` gives and that ``get_vocab()`` is keyed by (``"▁the"``, ``"Ġthe"``,
-``"<0x0A>"``), never on decoded strings: a vocabulary lookup needs a piece. (Token alignment, 6.1,
-and the per-position tests of 6.3 use the per-id decoded strings of ``decoded_token_strings``
-instead.) "Marker replaced" means ``piece.replace(blending_marker, base_marker)``, every occurrence.
-
-The three ``--align_type`` mappings:
-
-- ``hard`` (EM): :func:`exact_mapping`, blending id -> base id of the same piece after marker
-  replacement, -1 where the base vocabulary has no such piece. No file.
-- ``soft`` (MinED): :func:`mined_mapping`, the exact match, else the base piece at the smallest
-  Levenshtein distance (the lowest base id on ties).
-- ``default`` (MS): :class:`AlignmentCounts` accumulates the sparse count matrix
-  ``C[base_id, blending_id]`` over the token alignments of a corpus, and :func:`ms_mapping` picks,
-  per blending id, the base id minimising ``dist * sigmoid(count)``.
-
-The soft and default mappings are lists indexed by blending id, stored as JSON
-(``--blending_to_base_file``); the count matrix is stored as a ``scipy.sparse`` ``.npz``
-(``--token_alignment_matrix_file``). The reference keeps ``C`` dense: 32002 x 151646 float64 is
-36 GiB for the OpenChat/Qwen pair; here it is a few million nonzeros.
-
-Choices the specification leaves open, settled here:
-
-- ``C`` counts a blending id once per base position even if it fills several of the blending
-  positions matched to it: the reference's ``C[base_id, ids] += 1`` is numpy fancy indexing,
-  which adds once per distinct index.
-- ids without a piece (holes in a vocabulary) never match; a blending id without a piece maps to
-  the base "no token" id (unk, else eos), like a blending id with no count in MS.
+Everything here works on vocabulary *pieces* (``convert_ids_to_tokens``, the keys of
+``get_vocab()``), never on decoded strings; "marker replaced" is ``piece.replace(blending_marker,
+base_marker)``. Choices where the spec is silent are in README.md "Differences".
 """
 
 from __future__ import annotations
