@@ -154,6 +154,7 @@ def test_fuse_multi_rejects_misaligned_sets(tmp_path):
         fuse_multi.main(["--dataset_dir", f"{tmp_path}/a,{tmp_path}/plain", "--dataset_save_dir", str(tmp_path / "o")])
 
 
+@pytest.mark.slow
 def test_scripts_report_bad_input_without_traceback(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "FuseChat/train/filter_nan.py"), "--input_data_dir",
                              str(tmp_path / "missing"), "--output_data_dir", str(tmp_path / "out")],
@@ -162,6 +163,7 @@ def test_scripts_report_bad_input_without_traceback(tmp_path):
     assert "error: aligned set folder not found" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_replace_on_real_captures(tmp_path, pivot_path, same_vocab_source_path):
     """End to end: two same-vocabulary tiny models captured on one corpus, then replace_model."""
     import json

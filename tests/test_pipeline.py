@@ -14,6 +14,8 @@ import yaml
 
 from fusechat import fixtures
 
+pytestmark = pytest.mark.slow  # end-to-end: whole scripts, model runs or subprocesses
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 CORPUS = REPO / "data" / "fusechat_sample.json"
