@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import token_alignment_oracle  # noqa: E402
 from rapidfuzz.distance import Levenshtein  # noqa: E402
-from test_distribution_alignment import oracle_align_distribution  # noqa: E402
+from distribution_alignment_oracle import oracle_align_distribution  # noqa: E402
 from token_alignment_oracle import literal_align_tokens  # noqa: E402
 
 from text_sizes import prefix_with_tokens  # noqa: E402

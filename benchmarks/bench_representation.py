@@ -62,7 +62,7 @@ def storage(lengths, max_length, label, vocab=32002):
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         a = Dataset.from_list(list(ours(lengths, rng, vocab)),
-                              features=representation_features(TOP_K, True, index_dtype_for(vocab)))
+                              features=representation_features(True, index_dtype_for(vocab)))
         a.save_to_disk(f"{tmp}/ours")
         b = Dataset.from_list(list(reference(lengths, rng, max_length)), features=REFERENCE_FEATURES)
         b.save_to_disk(f"{tmp}/ref")

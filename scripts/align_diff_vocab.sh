@@ -7,7 +7,8 @@
 #
 # Input: representations/{model}_tknz_split{i} and {model}_representation_split{i}.
 # Output: aligned_representations/{pivot}_{source}_representation_split{i}, plus the pair's
-# {pivot}_{source}_token_alignment_matrix.npz and {pivot}_{source}_blending_to_base.json.
+# {pivot}_{source}_token_alignment_matrix.npz, {pivot}_{source}_blending_to_base.json and
+# {pivot}_{source}_tknz (every split's token alignment, which the distribution passes read).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -40,6 +41,7 @@ for source in "${SOURCE_LIST[@]}"; do
     --align_type "$ALIGN_TYPE"
     --token_alignment_matrix_file "$matrix"
     --blending_to_base_file "$mapping"
+    --aligned_dataset_tknz_save_dir "$ALIGNED_DIR/${pair}_tknz"   # the token alignments, read back per split
   )
   if [[ -n "$CACHE_DIR" ]]; then common+=(--cache_dir "$CACHE_DIR"); fi
   base_sets=() blending_sets=()

@@ -12,6 +12,8 @@
 #   alpaca_eval --model_outputs "$OUTPUT_FILE" --annotators_config weighted_alpaca_eval_gpt4_turbo
 # (the AlpacaEval 2.0 judge; it reports the length-controlled win rate).
 set -euo pipefail
+EVAL_CONV_TEMP=${CONV_TEMP-openchat_3.5}    # set CONV_TEMP= to use the tokenizer's chat template
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 if [ $# -ne 2 ]; then
     echo "usage: $0 MODEL_DIR MODEL_ID" >&2
@@ -19,17 +21,15 @@ if [ $# -ne 2 ]; then
 fi
 MODEL_DIR=$1
 MODEL_ID=$2
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PYTHON=${PYTHON:-python}
 INSTRUCTION_FILE=${INSTRUCTION_FILE:-data/alpaca_eval/alpaca_eval.json}
 OUTPUT_FILE=${OUTPUT_FILE:-data/alpaca_eval/model_outputs/$MODEL_ID.json}
-CONV_TEMP=${CONV_TEMP-openchat_3.5}    # set CONV_TEMP= to use the tokenizer's chat template
 MAX_NEW_TOKEN=${MAX_NEW_TOKEN:-2048}
 TEMPERATURE=${TEMPERATURE:-0.0}
 BATCH_SIZE=${BATCH_SIZE:-8}
+require_script FuseChat/eval/gen_alpaca_eval.py
 
-"$PYTHON" "$ROOT/FuseChat/eval/gen_alpaca_eval.py" \
+"$PYTHON" "$PROJ_PATH/FuseChat/eval/gen_alpaca_eval.py" \
     --model-path "$MODEL_DIR" --model-id "$MODEL_ID" \
     --instruction-file "$INSTRUCTION_FILE" --output-file "$OUTPUT_FILE" \
-    ${CONV_TEMP:+--conv-temp "$CONV_TEMP"} \
+    ${EVAL_CONV_TEMP:+--conv-temp "$EVAL_CONV_TEMP"} \
     --max-new-token "$MAX_NEW_TOKEN" --temperature "$TEMPERATURE" --batch-size "$BATCH_SIZE"

@@ -16,6 +16,8 @@
 # Outputs: $DATA_DIR/mt_bench/model_answer/$MODEL_ID.jsonl,
 #          $DATA_DIR/mt_bench/model_judgment/${JUDGE_MODEL}_single.jsonl, $DATA_DIR/mt_bench/$MODEL_ID.png
 set -euo pipefail
+EVAL_CONV_TEMP=${CONV_TEMP-openchat_3.5}    # set CONV_TEMP= to use the tokenizer's chat template
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 if [ $# -ne 2 ]; then
     echo "usage: $0 MODEL_DIR MODEL_ID" >&2
@@ -23,22 +25,20 @@ if [ $# -ne 2 ]; then
 fi
 MODEL_DIR=$1
 MODEL_ID=$2
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PYTHON=${PYTHON:-python}
 DATA_DIR=${DATA_DIR:-data}
 BENCH_NAME=${BENCH_NAME:-mt_bench}
-CONV_TEMP=${CONV_TEMP-openchat_3.5}    # set CONV_TEMP= to use the tokenizer's chat template
 MAX_NEW_TOKEN=${MAX_NEW_TOKEN:-1024}
 BATCH_SIZE=${BATCH_SIZE:-8}
 NUM_GPUS_PER_MODEL=${NUM_GPUS_PER_MODEL:-1}
 NUM_GPUS_TOTAL=${NUM_GPUS_TOTAL:-1}
 JUDGE_MODEL=${JUDGE_MODEL:-gpt-4-0125-preview}
 PARALLEL=${PARALLEL:-8}
+for script in gen_model_answer gen_judgment show_result; do require_script "FuseChat/eval/$script.py"; done
 
-"$PYTHON" "$ROOT/FuseChat/eval/gen_model_answer.py" \
+"$PYTHON" "$PROJ_PATH/FuseChat/eval/gen_model_answer.py" \
     --model-path "$MODEL_DIR" --model-id "$MODEL_ID" \
     --data-dir "$DATA_DIR" --bench-name "$BENCH_NAME" \
-    ${CONV_TEMP:+--conv-temp "$CONV_TEMP"} \
+    ${EVAL_CONV_TEMP:+--conv-temp "$EVAL_CONV_TEMP"} \
     --max-new-token "$MAX_NEW_TOKEN" --batch-size "$BATCH_SIZE" \
     --num-gpus-per-model "$NUM_GPUS_PER_MODEL" --num-gpus-total "$NUM_GPUS_TOTAL"
 
@@ -47,11 +47,11 @@ if [ -z "${OPENAI_API_KEY:-}" ] && [ -z "${OPENAI_BASE_URL:-}" ]; then
     exit 0
 fi
 
-"$PYTHON" "$ROOT/FuseChat/eval/gen_judgment.py" \
+"$PYTHON" "$PROJ_PATH/FuseChat/eval/gen_judgment.py" \
     --data-dir "$DATA_DIR" --bench-name "$BENCH_NAME" \
     --judge-model "$JUDGE_MODEL" --model-list "$MODEL_ID" --parallel "$PARALLEL"
 
-"$PYTHON" "$ROOT/FuseChat/eval/show_result.py" \
+"$PYTHON" "$PROJ_PATH/FuseChat/eval/show_result.py" \
     --data-dir "$DATA_DIR" --bench-name "$BENCH_NAME" \
     --judge-model "$JUDGE_MODEL" --model-list "$MODEL_ID" \
     --plot-file "$DATA_DIR/$BENCH_NAME/$MODEL_ID.png"

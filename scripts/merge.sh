@@ -34,7 +34,7 @@ fi
 
 merge_models() {
   local recipe_copy="$MERGED_DIR.yml"
-  "$PYTHON" -m fusechat.demo recipe "$RECIPE" "$recipe_copy" --pivot "$(model_dir "$PIVOT")" \
+  "$PYTHON" -m fusechat.drivers recipe "$RECIPE" "$recipe_copy" --pivot "$(model_dir "$PIVOT")" \
     --targets "$(comma_list "${targets[@]}")"
   cat "$recipe_copy"
   read -r -a extra <<<"$MERGE_ARGS"

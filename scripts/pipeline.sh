@@ -31,7 +31,7 @@ fi
 
 source_dirs=()
 for source in "${SOURCE_LIST[@]}"; do source_dirs+=("$(model_dir "$source")"); done
-kinds="$("$PYTHON" -m fusechat.demo vocab "$(model_dir "$PIVOT")" "${source_dirs[@]}")" \
+kinds="$("$PYTHON" -m fusechat.drivers vocab "$(model_dir "$PIVOT")" "${source_dirs[@]}")" \
   || die "could not load the tokenizers of PIVOT and SOURCES"
 mapfile -t kinds <<<"$kinds"
 same=() different=()

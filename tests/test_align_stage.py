@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from datasets import load_from_disk
 from scipy import sparse
-from test_distribution_alignment import oracle_align_distribution
+from distribution_alignment_oracle import oracle_align_distribution
 from token_alignment_oracle import literal_align_tokens
 
 from fusechat.alignment.token_alignment import decoded_token_strings
@@ -15,6 +15,8 @@ from fusechat.alignment.vocab_mapping import vocabulary_of
 from fusechat.cli.align_token_and_vocab import main as align
 from fusechat.cli.get_data_representation import main as capture
 from fusechat.errors import InputError
+
+pytestmark = pytest.mark.slow  # end-to-end: whole scripts, model runs or subprocesses
 
 RECORDS = [
     {"id": "en", "conversations": [{"from": "human", "value": "What's the capital of France?"},
@@ -60,7 +62,8 @@ def test_default_pipeline_matches_the_oracles(sets, tmp_path, pivot_path, diff_v
                  "--blending_dataset_dir", str(sets / "blend_rep"), "--do_distribution_alignment",
                  "--align_type", "default", "--use_token_alignment_matrix", "--token_alignment_matrix_file",
                  str(matrix), "--blending_to_base_file", str(mapping), "--aligned_dataset_save_dir",
-                 str(tmp_path / "aligned"), "--preprocessing_num_workers", "2", "--batch_size", "2"))
+                 str(tmp_path / "aligned"), "--preprocessing_num_workers", "2", "--batch_size", "2",
+                 "--aligned_dataset_tknz_save_dir", str(tmp_path / "tknz")))
     base_vocab, blending_vocab = vocabulary_of(openchat_tokenizer), vocabulary_of(qwen_tokenizer)
     blending_to_base = json.loads(mapping.read_text())
     assert len(blending_to_base) == blending_vocab.size
@@ -70,7 +73,7 @@ def test_default_pipeline_matches_the_oracles(sets, tmp_path, pivot_path, diff_v
     base, blend = load(sets / "base_rep"), load(sets / "blend_rep")
     assert aligned["id"] == [r["id"] for r in RECORDS]
     assert "per_step_metric_ce" not in aligned.column_names
-    for row, trow, b, s in zip(aligned, tknz, base, blend):
+    for row, trow, b, s in zip(aligned, tknz, base, blend, strict=True):
         base_tokens = decoded_token_strings(openchat_tokenizer, b["input_ids"])
         blending_tokens = decoded_token_strings(qwen_tokenizer, s["input_ids"])
         alignment = literal_align_tokens(base_tokens, blending_tokens, "▁", "Ġ")
@@ -92,7 +95,8 @@ def test_default_pipeline_matches_the_oracles(sets, tmp_path, pivot_path, diff_v
 
 
 @pytest.mark.parametrize("align_type", ["hard", "soft"])
-def test_hard_and_soft(sets, tmp_path, pivot_path, diff_vocab_source_path, align_type, capsys):
+def test_hard_and_soft(sets, tmp_path, pivot_path, diff_vocab_source_path, align_type, capsys,
+                       openchat_tokenizer, qwen_tokenizer):
     mapping = tmp_path / "map.json"
     if align_type == "soft":
         # MinED over the whole 151646 x 32002 pair is a long job: give a precomputed mapping instead,
@@ -102,14 +106,23 @@ def test_hard_and_soft(sets, tmp_path, pivot_path, diff_vocab_source_path, align
                  "--blending_dataset_dir", str(sets / "blend_rep"), "--do_distribution_alignment", "--align_type",
                  align_type, "--blending_to_base_file", str(mapping), "--aligned_dataset_save_dir",
                  str(tmp_path / "aligned"), "--metric_level", "token"))
-    out = load(tmp_path / "aligned")
-    blend = load(sets / "blend_rep")
+    out, base, blend = load(tmp_path / "aligned"), load(sets / "base_rep"), load(sets / "blend_rep")
+    assert out["id"] == blend["id"] == [r["id"] for r in RECORDS]
     assert "metric_ce" not in out.column_names and "per_step_metric_ce" in out.column_names
-    for row, s in zip(out, blend):
+    base_vocab, blending_vocab = vocabulary_of(openchat_tokenizer), vocabulary_of(qwen_tokenizer)
+    for row, b, s in zip(out, base, blend, strict=True):
         np.testing.assert_allclose(row["per_step_fused_metric_ce"], s["per_step_metric_ce"], rtol=1e-6)
-        assert len(row["fused_per_step_indices"]) == len(row["input_ids"])
-        if align_type == "soft":
-            assert all(ids in ([5], []) or len(ids) == 1 for ids in row["fused_per_step_indices"])
+        base_tokens = decoded_token_strings(openchat_tokenizer, b["input_ids"])
+        blending_tokens = decoded_token_strings(qwen_tokenizer, s["input_ids"])
+        alignment = literal_align_tokens(base_tokens, blending_tokens, "▁", "Ġ")
+        logits, ids = oracle_align_distribution(
+            align_type, b["input_ids"], base_tokens, s["input_ids"], blending_tokens, alignment, s["per_step_logits"],
+            s["per_step_indices"], base_vocab.index, blending_vocab.pieces, "▁", "Ġ",
+            [5] * 151646 if align_type == "soft" else None)
+        assert row["fused_per_step_indices"] == ids
+        assert len(row["fused_per_step_logits"]) == len(logits)
+        for got, want in zip(row["fused_per_step_logits"], logits, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-3)
     assert "of pivot positions" in capsys.readouterr().out
 
 
@@ -117,8 +130,11 @@ def test_not_align_copies_source_lists(sets, tmp_path, pivot_path, diff_vocab_so
     align(common(sets, pivot_path, diff_vocab_source_path, "--base_dataset_dir", str(sets / "base_rep"),
                  "--blending_dataset_dir", str(sets / "blend_rep"), "--do_distribution_alignment", "--not_align",
                  "--aligned_dataset_save_dir", str(tmp_path / "aligned")))
-    for row, s in zip(load(tmp_path / "aligned"), load(sets / "blend_rep")):
+    aligned, blend = load(tmp_path / "aligned"), load(sets / "blend_rep")
+    assert aligned["id"] == blend["id"] == [r["id"] for r in RECORDS]
+    for row, s in zip(aligned, blend, strict=True):
         assert row["fused_per_step_indices"] == s["per_step_indices"]
+        assert row["fused_per_step_logits"] == s["per_step_logits"]
 
 
 def test_existing_matrix_and_mapping_are_reused(sets, tmp_path, pivot_path, diff_vocab_source_path):
@@ -129,6 +145,27 @@ def test_existing_matrix_and_mapping_are_reused(sets, tmp_path, pivot_path, diff
                  "--blending_dataset_dir", str(sets / "blend_tk"), "--do_token_alignment", "--token_alignment_matrix_file",
                  str(matrix), "--blending_to_base_file", str(mapping)))
     assert json.loads(mapping.read_text()) == [7] * 151646  # untouched
+
+
+def test_distribution_pass_needs_the_token_alignment_of_every_row(sets, tmp_path, pivot_path,
+                                                                    diff_vocab_source_path):
+    """The token pass's tokenized set stands in for the DTW, so a row it lacks (or whose tokens
+    differ) is an error, not a silent recomputation."""
+    from datasets import DatasetDict
+
+    files = ["--align_type", "hard", "--token_alignment_matrix_file", str(tmp_path / "m.npz")]
+    align(common(sets, pivot_path, diff_vocab_source_path, "--base_dataset_dir", str(sets / "base_tk"),
+                 "--blending_dataset_dir", str(sets / "blend_tk"), "--do_token_alignment", *files,
+                 "--aligned_dataset_tknz_save_dir", str(tmp_path / "tknz")))
+    tknz = load(tmp_path / "tknz")
+    assert tknz["id"] == [r["id"] for r in RECORDS]
+    DatasetDict({"train": tknz.select([0, 1, 3])}).save_to_disk(str(tmp_path / "short"))
+    with pytest.raises(InputError, match=r"no token alignment of conversation 'zh' \(row 2"):
+        align(common(sets, pivot_path, diff_vocab_source_path, "--base_dataset_dir", str(sets / "base_rep"),
+                     "--blending_dataset_dir", str(sets / "blend_rep"), "--do_distribution_alignment", *files,
+                     "--aligned_dataset_tknz_save_dir", str(tmp_path / "short"),
+                     "--aligned_dataset_save_dir", str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("case,message", [
@@ -155,3 +192,12 @@ def test_bad_input(sets, tmp_path, pivot_path, diff_vocab_source_path, case, mes
     with pytest.raises(InputError, match=message):
         align(args)
     assert not (tmp_path / "out").exists()
+
+
+def test_flags_without_effect_warn(caplog):
+    with pytest.raises(InputError, match="nothing to do"):
+        align(["--base_model_name_or_path", "b", "--blending_model_name_or_path", "s", "--base_dataset_dir", "x",
+               "--blending_dataset_dir", "y", "--model_max_length", "2048", "--temperature", "0.5"])
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(w.startswith("--model_max_length 2048 has no effect here") for w in warnings)
+    assert any(w.startswith("--temperature 0.5 has no effect here") for w in warnings)

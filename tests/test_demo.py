@@ -67,6 +67,7 @@ def row(rid, ids, entries, metric_ce, fused_metric_ce):
             "metric_ce": metric_ce, "fused_metric_ce": fused_metric_ce}
 
 
+@pytest.mark.slow
 def test_summary_figures_on_a_hand_made_run(tmp_path):
     aligned_rows = [
         # carried, ONE-HOT, EMPTY, ONE-HOT at the last position (the last token again): 1 of 4
@@ -115,6 +116,7 @@ def test_summary_figures_on_a_hand_made_run(tmp_path):
     assert "45.5%" in result.stdout and "1/3 (33%)" in result.stdout and "3.200 -> 2.100" in result.stdout
 
 
+@pytest.mark.slow
 def test_summary_refuses_a_malformed_steps_file(tmp_path):
     steps = tmp_path / "steps.tsv"
     steps.write_text("filter_nan\tsrc_split0\tran\n")
@@ -143,6 +145,7 @@ def demo(tmp_path_factory, pivot_path, same_vocab_source_path, diff_vocab_source
             "summary": json.loads((work / "logs" / "demo_summary.json").read_text())}
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_and_prints_the_summary(demo):
     stages = demo["summary"]["stages"]
     assert list(stages) == ["fixtures", "get_representation", "align_same_vocab", "align_diff_vocab", "filter_nan",
@@ -163,6 +166,7 @@ def test_demo_runs_every_stage_and_prints_the_summary(demo):
     assert f"A: {answer['answer']}" in demo["stdout"]
 
 
+@pytest.mark.slow
 def test_demo_pairs_match_figures_computed_from_the_outputs(demo):
     aligned = demo["work"] / "aligned_representations"
     checkpoints = demo["work"] / "checkpoints"
@@ -186,6 +190,7 @@ def test_demo_pairs_match_figures_computed_from_the_outputs(demo):
     assert 0.5 < pairs[OTHER]["alignment_quality"] < 1.0
 
 
+@pytest.mark.slow
 def test_demo_rerun_reuses_every_output(demo):
     merged = demo["work"] / "checkpoints" / f"{PIVOT}_fusechat-sce"
     before = (merged / "config.json").stat().st_mtime_ns

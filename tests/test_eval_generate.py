@@ -15,6 +15,8 @@ from fusechat.eval.generate import (
 from fusechat.eval.jsonl import read_jsonl
 from fusechat.eval.questions import category_temperature, load_questions
 
+pytestmark = pytest.mark.slow  # end-to-end: whole scripts, model runs or subprocesses
+
 MAX_NEW = 5
 QUESTIONS = [
     {"question_id": 111, "category": "math", "turns": ["What is 2+2?", "And 3+3?"]},

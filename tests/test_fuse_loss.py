@@ -188,7 +188,7 @@ def test_arrow_batches_collate_like_row_dicts(tmp_path):
     from datasets import Dataset
 
     from fusechat.training.datasets import ArrowRows
-    from test_train_fixtures import aligned_features
+    from train_fixtures import aligned_features
 
     rows = random_rows([5, 9, 4], seed=7)
     dataset = Dataset.from_list(rows, features=aligned_features("uint16"))

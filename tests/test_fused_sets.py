@@ -32,7 +32,7 @@ def make_set(path, ids, seed, vocab=32002, metrics=None, per_token=True, input_i
         if per_token:
             row["per_step_metric_ce"] = rng.random(length - 1).astype(np.float16).tolist()
         rows.append(row)
-    features = representation_features(3, per_token, index_dtype_for(vocab))
+    features = representation_features(per_token, index_dtype_for(vocab))
     if fused_metrics is not None:
         for row, m in zip(rows, fused_metrics):
             row["fused_per_step_logits"] = [[float(rng.standard_normal())] for _ in row["input_ids"]]
@@ -156,6 +156,7 @@ def test_fuse_multi_rejects_misaligned_sets(tmp_path):
         fuse_multi.main(["--dataset_dir", f"{tmp_path}/a,{tmp_path}/plain", "--dataset_save_dir", str(tmp_path / "o")])
 
 
+@pytest.mark.slow
 def test_scripts_report_bad_input_without_traceback(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "FuseChat/train/filter_nan.py"), "--input_data_dir",
                              str(tmp_path / "missing"), "--output_data_dir", str(tmp_path / "out")],
@@ -164,6 +165,7 @@ def test_scripts_report_bad_input_without_traceback(tmp_path):
     assert "error: aligned set folder not found" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_replace_on_real_captures(tmp_path, pivot_path, same_vocab_source_path):
     """End to end: two same-vocabulary tiny models captured on one corpus, then replace_model."""
     capture_and_replace(tmp_path, [{"id": f"r{i}", "conversations": [

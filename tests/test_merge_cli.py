@@ -11,7 +11,9 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from fusechat.merge import cli, varm_analysis
-from test_merge_kernels import as64, assert_within_ulp, sce_oracle, varm_oracle
+from merge_oracles import as64, assert_within_ulp, sce_oracle, varm_oracle
+
+pytestmark = pytest.mark.slow  # end-to-end: whole scripts, model runs or subprocesses
 
 RECIPES = Path(__file__).resolve().parents[1] / "mergekit" / "fusechat_configs"
 PIVOT_NAME = "openchat/openchat_3.5"

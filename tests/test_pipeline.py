@@ -14,6 +14,8 @@ import yaml
 
 from fusechat import fixtures
 
+pytestmark = pytest.mark.slow  # end-to-end: whole scripts, model runs or subprocesses
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 CORPUS = REPO / "data" / "fusechat_sample.json"
@@ -161,8 +163,9 @@ def test_pipeline_runs_every_stage_in_order_with_the_reference_layout(project):
         assert flag(call, "--base_dataset_dir") == str(rep / f"pivot-lm_representation_split{i}")
         assert flag(call, "--blending_dataset_dir") == str(rep / f"other-lm_representation_split{i}")
         assert flag(call, "--aligned_dataset_save_dir") == str(aligned / f"pivot-lm_other-lm_representation_split{i}")
-        for name in ("--token_alignment_matrix_file", "--blending_to_base_file"):
+        for name in ("--token_alignment_matrix_file", "--blending_to_base_file", "--aligned_dataset_tknz_save_dir"):
             assert flag(call, name) == flag(token, name)
+    assert flag(token, "--aligned_dataset_tknz_save_dir") == str(aligned / "pivot-lm_other-lm_tknz")
 
     for call, (source, i) in zip(made[11:15], [(s, i) for s in ("same-lm", "other-lm") for i in (0, 1)]):
         split = aligned / f"pivot-lm_{source}_representation_split{i}"
@@ -305,7 +308,7 @@ def write_recipe(tmp_path, recipe: dict) -> Path:
 
 
 def localize(tmp_path, recipe_path, pivot, targets) -> subprocess.CompletedProcess:
-    return subprocess.run(["python", "-m", "fusechat.demo", "recipe", str(recipe_path), str(tmp_path / "local.yml"),
+    return subprocess.run(["python", "-m", "fusechat.drivers", "recipe", str(recipe_path), str(tmp_path / "local.yml"),
                            "--pivot", pivot, "--targets", ",".join(targets)], capture_output=True, text=True)
 
 

@@ -14,6 +14,8 @@ from fusechat.errors import InputError
 from fusechat.modeling import load_config, rope_scaling_factor
 from fusechat.templates import encode_conversation, get_template
 
+pytestmark = pytest.mark.slow  # end-to-end: whole scripts, model runs or subprocesses
+
 RECORDS = [
     {"id": "en", "conversations": [
         {"from": "human", "value": "Hello there, how are you?"},
@@ -96,7 +98,8 @@ def test_batching_does_not_change_results(tmp_path, pivot_path):
     _, one = run(tmp_path, pivot_path, corpus, "--batch_size", "1", name="one")
     _, many = run(tmp_path, pivot_path, corpus, "--batch_size", "4", name="many")
     a, b = load_from_disk(str(one))["train"], load_from_disk(str(many))["train"]
-    for x, y in zip(a, b):
+    assert len(a) == len(b) > 1 and a["id"] == b["id"]
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_allclose(x["per_step_logits"], y["per_step_logits"], atol=1e-2)
         assert math.isclose(x["metric_ce"], y["metric_ce"], rel_tol=2e-3)
 

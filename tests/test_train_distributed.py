@@ -9,8 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from train_fixtures import aligned_rows, save_set
+
 from fusechat.training.run import ROW_LOG_ENV
-from test_train_fixtures import aligned_rows, save_set
+
+pytestmark = pytest.mark.slow  # end-to-end: whole scripts, model runs or subprocesses
 
 SCRIPT = Path(__file__).resolve().parents[1] / "FuseChat" / "train" / "train.py"
 

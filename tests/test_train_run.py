@@ -18,8 +18,10 @@ from fusechat.errors import InputError
 from fusechat.templates import encode_conversation, generation_prompt_ids, get_template
 from fusechat.training import run
 from fusechat.training.datasets import ConversationRows
-from test_train_args import PUBLISHED, cpu_subset
-from test_train_fixtures import aligned_rows, conversations, save_set
+from train_flags import PUBLISHED, cpu_subset
+from train_fixtures import aligned_rows, conversations, save_set
+
+pytestmark = pytest.mark.slow  # end-to-end: whole scripts, model runs or subprocesses
 
 # The OpenChat-3.5 prompt ids published with FuseChat-7B for this conversation.
 CHAT = [("user", "Hello"), ("assistant", "Hi"), ("user", "How are you today?")]

@@ -31,4 +31,4 @@ from fusechat.cli.align_token_and_vocab import main
 from fusechat.errors import run_cli
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(run_cli(main, prog="align_token_and_vocab.py"))

@@ -9,4 +9,4 @@ from fusechat.cli.filter_nan import main
 from fusechat.errors import run_cli
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(run_cli(main, prog="filter_nan.py"))

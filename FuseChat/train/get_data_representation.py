@@ -15,4 +15,4 @@ from fusechat.cli.get_data_representation import main
 from fusechat.errors import run_cli
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(run_cli(main, prog="get_data_representation.py"))

@@ -11,4 +11,4 @@ from fusechat.cli.replace_model import main
 from fusechat.errors import run_cli
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(run_cli(main, prog="replace_model.py"))

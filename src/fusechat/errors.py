@@ -8,11 +8,17 @@ class InputError(ValueError):
     """
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def run_cli(main, argv=None, prog: str | None = None) -> int:
-    """Run a script's ``main``; bad input ends it with one line on stderr and exit status 2, no
-    traceback. Returns the exit status (scripts: ``raise SystemExit(run_cli(main))``)."""
+    """Run a script's ``main(argv)``: the one place that sets up logging (INFO, on stderr); bad
+    input ends it with one line ``prog: error: ...`` on stderr and exit status 2, no traceback.
+    Returns the exit status (scripts: ``raise SystemExit(run_cli(main, prog="name.py"))``)."""
+    import logging
     import sys
 
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     try:
         main(argv)
     except InputError as exc:

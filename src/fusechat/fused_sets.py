@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arrow import arrow_column, without_indices_mapping
 from .errors import InputError
 from .schema import (
     FUSED_COLUMNS, FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, IGNORE_INDEX, INDICES, LOGITS, METRIC_CE,
-    PER_STEP_METRIC_CE, REPRESENTATION_COLUMNS, TOKEN_COLUMNS, arrow_column, check_same_conversations,
+    PER_STEP_METRIC_CE, REPRESENTATION_COLUMNS, TOKEN_COLUMNS, check_same_conversations,
     require_columns,
 )
 
@@ -150,8 +151,7 @@ def replace_columns(pivot, source, mode: str, pivot_name: str, source_name: str)
         added = source.select_columns(list(TOKEN_COLUMNS + REPRESENTATION_COLUMNS))
     else:
         raise InputError(f"--replace_model must be 'source' or 'pivot', got {mode!r}")
-    return concatenate_datasets([kept.flatten_indices() if kept._indices is not None else kept,
-                                 added.flatten_indices() if added._indices is not None else added], axis=1)
+    return concatenate_datasets([without_indices_mapping(kept), without_indices_mapping(added)], axis=1)
 
 
 def metric_values(dataset, column: str) -> np.ndarray:
@@ -202,7 +202,7 @@ def select_fused(datasets, names: list[str], choice: np.ndarray, chunk_rows: int
         chunks.append(table.take(pa.array(take)))
     fused = Dataset(pa.concat_tables(chunks)).cast(datasets[0].select_columns(list(FUSED_COLUMNS)).features)
     base = datasets[0].remove_columns(list(FUSED_COLUMNS))
-    return concatenate_datasets([base.flatten_indices() if base._indices is not None else base, fused], axis=1)
+    return concatenate_datasets([without_indices_mapping(base), fused], axis=1)
 
 
 def row_ids(dataset, rows) -> list[str]:
@@ -210,3 +210,24 @@ def row_ids(dataset, rows) -> list[str]:
         return [str(r) for r in rows]
     ids = arrow_column(dataset, ID)
     return [ids[int(r)].as_py() for r in rows]
+
+
+def without_nan_rows(dataset, report_path: str):
+    """filter_nan: the set without its NaN-metric rows; their ids go to ``report_path`` (JSON) when
+    there are any. Returns ``(kept set, dropped ids)``."""
+    from .storage import write_json
+
+    bad = nan_rows(dataset)
+    ids = row_ids(dataset, bad)
+    if len(bad):
+        write_json(report_path, ids)
+    return drop_rows(dataset, bad), ids
+
+
+def fuse_by_mince(datasets, names: list[str]):
+    """fuse_multi: per row, the fused columns of the set with the lowest ``fused_metric_ce``.
+    Returns ``(fused set, rows taken from each set)``."""
+    for ds, name in zip(datasets, names, strict=True):
+        require_columns(ds, FUSED_COLUMNS, name)
+    choice = mince_choice([metric_values(ds, FUSED_METRIC_CE) for ds in datasets])
+    return select_fused(datasets, names, choice), np.bincount(choice, minlength=len(datasets))

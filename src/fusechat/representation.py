@@ -23,9 +23,11 @@ from typing import Iterator
 import numpy as np
 
 from . import data as corpus
+from .arrow import arrow_column, row_lengths
 from .errors import InputError
 from .modeling import output_vocab_size
-from .schema import IGNORE_INDEX, ID, INDICES, LOGITS, METRIC_CE, PER_STEP_METRIC_CE, row_lengths
+from .padding import pad_lists
+from .schema import IGNORE_INDEX, ID, INDICES, LOGITS, METRIC_CE, PER_STEP_METRIC_CE
 from .templates import ChatTemplate, encode_rendered, render_conversation
 
 logger = logging.getLogger(__name__)
@@ -99,14 +101,11 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def pad_rows(rows: list[list[int]], value: int):
+def padded_tensor(rows: list[list[int]], value: int):
+    """A [len(rows), longest] int64 tensor."""
     import torch
 
-    width = max(len(r) for r in rows)
-    out = torch.full((len(rows), width), value, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
-    return out
+    return torch.from_numpy(pad_lists(rows, value, np.int64))
 
 
 def next_token_stats(logits, next_labels, top_k: int):
@@ -173,9 +172,9 @@ def capture_batch(model, chunker: ChunkedLogits, rows: list[dict], pad_id: int, 
     """Forward one batch; return per row its top-k lists, per-step CE and metric_ce (numpy)."""
     import torch
 
-    input_ids = pad_rows([r["input_ids"] for r in rows], pad_id).to(device)
-    attention_mask = pad_rows([r["attention_mask"] for r in rows], 0).to(device)
-    labels = pad_rows([r["labels"] for r in rows], IGNORE_INDEX).to(device)
+    input_ids = padded_tensor([r["input_ids"] for r in rows], pad_id).to(device)
+    attention_mask = padded_tensor([r["attention_mask"] for r in rows], 0).to(device)
+    labels = padded_tensor([r["labels"] for r in rows], IGNORE_INDEX).to(device)
     batch, width = input_ids.shape
     next_labels = torch.full_like(labels, IGNORE_INDEX)
     next_labels[:, :-1] = labels[:, 1:]
@@ -239,8 +238,8 @@ def capture_representations(model, tokenized, options: CaptureOptions, pad_id: i
     for n, batch in enumerate(batches):
         rows = [tokenized[i] for i in batch]
         if n == 0:
-            chunker.probe(pad_rows([rows[0]["input_ids"]], pad_id).to(device),
-                          pad_rows([rows[0]["attention_mask"]], 0).to(device))
+            chunker.probe(padded_tensor([rows[0]["input_ids"]], pad_id).to(device),
+                          padded_tensor([rows[0]["attention_mask"]], 0).to(device))
         for index, result in zip(batch, capture_batch(model, chunker, rows, pad_id, options, device)):
             yield index, result
         bar.update(sum(lengths[i] for i in batch))
@@ -251,26 +250,32 @@ def representation_dataset(tokenized, options: CaptureOptions, model, pad_id: in
                            device=None, progress: bool = True):
     """The tokenized set plus the representation columns, rows in their original order.
 
-    Rows are streamed to an Arrow file in ``scratch_dir`` as batches finish (memory stays bounded),
+    Rows are streamed to Arrow files in ``scratch_dir`` as batches finish (memory stays bounded),
     then put back into input order.
     """
-    from pathlib import Path
+    import uuid
 
     from datasets import Dataset, Value
-    from datasets.arrow_writer import ArrowWriter
+    from datasets.exceptions import DatasetGenerationError
 
     from .schema import index_dtype_for, representation_features
 
-    features = representation_features(options.top_k, options.per_token_metric,
-                                       index_dtype_for(output_vocab_size(model)))
+    features = representation_features(options.per_token_metric, index_dtype_for(output_vocab_size(model)))
     features["_row"] = Value("int64")
-    path = str(Path(scratch_dir) / "captured.arrow")
-    with ArrowWriter(features=features, path=path) as writer:
+
+    def captured_rows():
         for index, result in capture_representations(model, tokenized, options, pad_id, device, progress):
             row = tokenized[index]
-            writer.write({"_row": index, ID: row[ID], "input_ids": row["input_ids"], "labels": row["labels"],
-                          "attention_mask": row["attention_mask"], **result})
-        writer.finalize()
-    captured = Dataset.from_file(path)
-    order = np.argsort(np.asarray(captured.data.column("_row")), kind="stable")
+            yield {"_row": index, ID: row[ID], "input_ids": row["input_ids"], "labels": row["labels"],
+                   "attention_mask": row["attention_mask"], **result}
+
+    # A fresh fingerprint: never a cached result, and no hashing of the generator (it holds the model).
+    try:
+        captured = Dataset.from_generator(captured_rows, features=features, cache_dir=str(scratch_dir),
+                                          fingerprint=uuid.uuid4().hex)
+    except DatasetGenerationError as exc:  # the builder wraps what the capture raised: bad input stays bad input
+        if isinstance(exc.__cause__, InputError):
+            raise exc.__cause__ from None
+        raise
+    order = np.argsort(arrow_column(captured, "_row").to_numpy(), kind="stable")
     return captured.select(order).remove_columns("_row")

@@ -16,6 +16,7 @@ aligned set         pivot's representation columns (per_step_metric_ce dropped)
 
 from __future__ import annotations
 
+from .arrow import arrow_column, first_differing_row
 from .errors import InputError
 
 SPLIT = "train"
@@ -36,7 +37,7 @@ def index_dtype_for(vocab_size: int) -> str:
     return "uint16" if vocab_size <= 1 << 16 else "int32"
 
 
-def representation_features(top_k: int | None = None, per_token_metric: bool = False, index_dtype: str = "int32"):
+def representation_features(per_token_metric: bool = False, index_dtype: str = "int32"):
     """The ``datasets.Features`` of a representation set (compact dtypes: float16 logits, narrow ids)."""
     from datasets import Features, List, Value
 
@@ -80,42 +81,6 @@ def require_columns(dataset, columns, where: str) -> None:
     missing = [c for c in columns if c not in dataset.column_names]
     if missing:
         raise InputError(f"{where}: missing column(s) {missing}; found {dataset.column_names}")
-
-
-def arrow_column(dataset, name: str):
-    """One column as a single pyarrow array, rows in the dataset's order (index mappings applied)."""
-    import pyarrow as pa
-
-    column = dataset.with_format("arrow")[name]
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-
-
-def row_lengths(dataset, column: str = "input_ids"):
-    """Per-row lengths of a list column, read from Arrow offsets (no Python lists of tokens)."""
-    import numpy as np
-
-    return np.diff(np.asarray(arrow_column(dataset, column).offsets))
-
-
-def first_differing_row(left, right) -> int | None:
-    """First row where two equal-length list<int> (or string) columns differ, else None; vectorised."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if pa.types.is_list(left.type) or pa.types.is_large_list(left.type):
-        lo, ro = np.asarray(left.offsets) - left.offsets[0].as_py(), np.asarray(right.offsets) - right.offsets[0].as_py()
-        lengths_differ = np.flatnonzero(np.diff(lo) != np.diff(ro))
-        limit = int(lengths_differ[0]) if lengths_differ.size else len(left)
-        lv = np.asarray(left.flatten()[: lo[limit]], dtype=np.int64)
-        rv = np.asarray(right.flatten()[: ro[limit]], dtype=np.int64)
-        values_differ = np.flatnonzero(lv != rv)
-        if values_differ.size:
-            return int(np.searchsorted(lo, values_differ[0], side="right") - 1)
-        return limit if lengths_differ.size else None
-    equal = pc.fill_null(pc.equal(left, right), False)
-    differ = np.flatnonzero(~np.asarray(equal))
-    return int(differ[0]) if differ.size else None
 
 
 def check_same_conversations(left, right, left_name: str, right_name: str, compare_input_ids: bool = False) -> None:

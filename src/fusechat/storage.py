@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -88,3 +89,39 @@ def load_dataset_dir(path: str | os.PathLike, what: str = "dataset"):
 def split_paths(paths: str) -> list[str]:
     """Comma-separated list of paths, as the reference scripts take them."""
     return [p.strip() for p in paths.split(",") if p.strip()]
+
+
+@contextlib.contextmanager
+def scratch_dir(beside: str | os.PathLike, name: str) -> Iterator[Path]:
+    """A temporary folder next to ``beside`` (an output path), removed afterwards, error or not.
+
+    Next to the output, so large intermediate files (``datasets`` cache files, streamed captures)
+    go to the output's file system instead of filling the system's temporary folder.
+    """
+    final = Path(beside).resolve()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{name}-", dir=final.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_train_splits(paths: str, what: str):
+    """``(datasets, names)`` for a comma-separated list of saved DatasetDicts (their train splits)."""
+    from .schema import train_split
+
+    names = split_paths(paths)
+    if not names:
+        raise InputError(f"no {what} given")
+    return [train_split(load_dataset_dir(p, what), p) for p in names], names
+
+
+def save_train_split(dataset, path: str | os.PathLike, num_proc: int | None = None) -> None:
+    """Save ``dataset`` as the train split of a DatasetDict at ``path``, atomically."""
+    from datasets import DatasetDict
+
+    from .schema import SPLIT
+
+    save_dataset_atomic(DatasetDict({SPLIT: dataset}), path, num_proc)
+    logging.getLogger("fusechat").info("saved %d rows to %s", len(dataset), path)

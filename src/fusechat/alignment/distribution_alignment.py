@@ -1,57 +1,15 @@
-"""Distribution alignment of one sample: the source's top-k lists in the pivot's vocabulary (DESIGN.md 6.3).
+"""Distribution alignment of one sample (DESIGN.md 6.3): the source's top-k lists moved into the
+pivot's positions and vocabulary, given the sample's token alignment (6.1).
 
-Inputs per sample: the base (pivot) ids and their decoded strings, the blending (source) ids and
-decoded strings, the token alignment of 6.1 (for each base position the blending positions
-matched to it, ``align_tokens``), and the source's ``per_step_logits`` / ``per_step_indices``.
-
-Token strings. ``bt`` (the base token at a position), ``blt`` and the tokens of ``M`` are the
-per-id *decoded* strings (``decoded_token_strings``, i.e. ``tokenizer.decode([id])``: a
-SentencePiece word start shows no marker, a byte-level one shows a leading space). Mapping a
-top-k candidate id into the base vocabulary uses vocabulary *pieces* (``convert_ids_to_tokens``,
-``get_vocab()``): "by exact string" is the EM table of :func:`vocab_mapping.exact_mapping`.
-
-For base position ``i`` with matched blending positions ``M`` the source row used is:
-
-- ``|M| = 1``, ``j = M[0]``, ``blt`` = blending token ``j`` with its marker replaced by the base marker:
-  - hard: row ``j`` if ``bt == blt``; candidates mapped by exact string, the others dropped;
-  - soft: row ``j`` if ``bt == blt`` or ``base_ids[i] == blending_to_base[blending_ids[j]]``;
-    candidates mapped through ``blending_to_base``;
-  - default: row ``j`` if ``blt`` ends with ``bt`` or ``bt`` ends with ``blt``; candidates mapped by
-    exact string, else through ``blending_to_base``;
-  - otherwise ONE-HOT.
-- ``|M| > 1`` with ``default`` and ``use_token_alignment_matrix``: markers are stripped from ``bt``
-  and the tokens of ``M``. The first position whose token is a suffix of ``bt`` or has ``bt`` as a
-  suffix (only when the stripped ``bt`` is not empty); else greedy consumption of ``bt`` from its
-  start by the tokens of ``M`` in order, which counts only if it consumes ``bt`` entirely; if it
-  did, or the concatenation of ``M`` ends with ``bt`` or ``bt`` ends with it, ``M`` is cut to the
-  consumed positions and the row is the last of them when their concatenation equals ``bt``, else
-  EMPTY; otherwise ONE-HOT.
-- every other ``|M| > 1``: ONE-HOT.
-
-ONE-HOT is ``([1.0], [next base id])`` (at the last position, the last id again); EMPTY is
-``([], [])``, which training reads as "take the pivot's own distribution". Candidates keep the
-source's order; a base id already taken at the position is skipped (the first logit wins). A hard
-row whose candidates all lack a base piece also comes out as ``([], [])``, as in the reference.
-
-Deviations from the reference, as DESIGN.md 6.3 asks:
-
-- soft indexes ``blending_to_base`` by the blending *token id* at ``j``, not by the position ``j``,
-  and compares it with the base *id* at ``i`` (the reference looks ``bt`` up in the vocabulary and
-  raises KeyError whenever a decoded string is not itself a piece);
-- "``bt`` is not just the marker" is read as "``bt`` without its markers is not empty" (the decoded
-  SentencePiece "▁" is ``""``). The reference compares the already stripped ``bt`` with the marker,
-  a test that always passes; an empty ``bt`` that reaches the greedy step with nothing consumed
-  crashes the reference on an empty list and is EMPTY here.
-
-A candidate id outside the blending tokenizer's vocabulary (a padded embedding row) is no token and
-is skipped.
-
-Use (one aligner per model pair, then one call per row)::
+Per base position the aligner picks a source row (a blending position), ONE-HOT or EMPTY
+(``source_rows``), then maps that row's candidates to base ids (``candidate_distributions``).
+Token strings compared per position are the per-id *decoded* strings (``decoded_token_strings``);
+candidate ids are mapped through vocabulary *pieces* (``vocab_mapping``). Where the reference and
+the spec part ways (soft's mapping lookup, an empty ``bt``), README.md "Differences" says what is done.
 
     aligner = DistributionAligner.create(align_type, vocabulary_of(blending_tok), vocabulary_of(base_tok),
                                          blending_to_base, use_token_alignment_matrix)
-    logits, ids = aligner.align_sample(base_ids, decoded_token_strings(base_tok, base_ids), blending_ids,
-                                       decoded_token_strings(blending_tok, blending_ids),
+    logits, ids = aligner.align_sample(base_ids, base_tokens, blending_ids, blending_tokens,
                                        source_row["per_step_logits"], source_row["per_step_indices"])
     columns = fused_columns(pivot_row, source_row, logits, ids, metric_level)
 """
@@ -64,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..padding import pad_lists
 from ..schema import (FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, INDICES, LOGITS, METRIC_CE,
                       PER_STEP_FUSED_METRIC_CE, PER_STEP_METRIC_CE)
 from .token_alignment import align_tokens
@@ -96,18 +55,6 @@ def _many_to_one(bt: str, matched: Sequence[int], blending_tokens: Sequence[str]
             return matched[consumed[-1]]
         return EMPTY
     return ONE_HOT
-
-
-def _padded(rows: Sequence[Sequence], fill, dtype) -> np.ndarray:
-    """A [len(rows), longest] array of ragged rows, padded with ``fill``."""
-    lengths = [len(row) for row in rows]
-    width = max(lengths, default=0)
-    if all(length == width for length in lengths):
-        return np.array(rows, dtype=dtype).reshape(len(rows), width)
-    out = np.full((len(rows), width), fill, dtype=dtype)
-    for r, row in enumerate(rows):
-        out[r, :len(row)] = row
-    return out
 
 
 @dataclass(frozen=True)
@@ -147,7 +94,7 @@ class DistributionAligner:
                     blending_tokens: Sequence[str], alignment: Sequence[Sequence[int]],
                     where: str = "sample") -> np.ndarray:
         """Per base position: the blending position whose candidates it takes, or ONE_HOT / EMPTY."""
-        _check_tokens(base_ids, base_tokens, blending_ids, blending_tokens, alignment, self.candidate_table.size,
+        _check_alignment_inputs(base_ids, base_tokens, blending_ids, blending_tokens, alignment, self.candidate_table.size,
                       where)
         return self._source_rows(base_ids, base_tokens, blending_ids, blending_tokens, alignment)
 
@@ -177,8 +124,8 @@ class DistributionAligner:
     def candidate_distributions(self, blending_logits: Sequence[Sequence[float]],
                                 blending_indices: Sequence[Sequence[int]]) -> list[tuple[list[float], list[int]]]:
         """Each source row's candidates in base ids: source order, dropped ones out, repeats skipped."""
-        ids = _padded(blending_indices, -1, np.int64)
-        logits = _padded(blending_logits, 0.0, np.float64)
+        ids = pad_lists(blending_indices, -1, np.int64)
+        logits = pad_lists(blending_logits, 0.0, np.float64)
         table = self.candidate_table
         inside = (ids >= 0) & (ids < table.size)  # an id the tokenizer lacks is no token
         mapped = np.where(inside, table[np.where(inside, ids, 0)], -1)
@@ -218,15 +165,17 @@ class DistributionAligner:
 
     def align_sample(self, base_ids: Sequence[int], base_tokens: Sequence[str], blending_ids: Sequence[int],
                      blending_tokens: Sequence[str], blending_logits: Sequence[Sequence[float]],
-                     blending_indices: Sequence[Sequence[int]],
-                     where: str = "sample") -> tuple[list[list[float]], list[list[int]]]:
-        """Token alignment (6.1) and distribution alignment (6.3) of one sample."""
-        alignment = align_tokens(base_tokens, blending_tokens, self.base_marker, self.blending_marker)
+                     blending_indices: Sequence[Sequence[int]], where: str = "sample",
+                     alignment: Sequence[Sequence[int]] | None = None) -> tuple[list[list[float]], list[list[int]]]:
+        """Distribution alignment (6.3) of one sample, on its token alignment (6.1): ``alignment`` when
+        the token pass saved it, else computed here."""
+        if alignment is None:
+            alignment = align_tokens(base_tokens, blending_tokens, self.base_marker, self.blending_marker)
         return self.align(base_ids, base_tokens, blending_ids, blending_tokens, alignment, blending_logits,
                           blending_indices, where)
 
 
-def _check_tokens(base_ids, base_tokens, blending_ids, blending_tokens, alignment, blending_size: int,
+def _check_alignment_inputs(base_ids, base_tokens, blending_ids, blending_tokens, alignment, blending_size: int,
                   where: str) -> None:
     if len(base_ids) == 0:
         raise InputError(f"{where}: no base tokens")

@@ -1,33 +1,12 @@
-"""Vocabulary mappings from the blending (source) vocabulary to the base (pivot) one (DESIGN.md 6.2).
+"""Vocabulary mappings from the blending (source) vocabulary to the base (pivot) one (DESIGN.md 6.2):
+EM (``exact_mapping``, ``--align_type hard``), MinED (``mined_mapping``, soft) and MS
+(``AlignmentCounts`` accumulates the sparse count matrix over a corpus's token alignments,
+``ms_mapping`` picks per blending id; default), and their files: the mapping as a JSON list indexed
+by blending id, the count matrix as a scipy sparse ``.npz``.
 
-Token strings. Everything here works on *vocabulary pieces*, the strings that
-``convert_ids_to_tokens`` gives and that ``get_vocab()`` is keyed by (``"▁the"``, ``"Ġthe"``,
-``"<0x0A>"``), never on decoded strings: a vocabulary lookup needs a piece. (Token alignment, 6.1,
-and the per-position tests of 6.3 use the per-id decoded strings of ``decoded_token_strings``
-instead.) "Marker replaced" means ``piece.replace(blending_marker, base_marker)``, every occurrence.
-
-The three ``--align_type`` mappings:
-
-- ``hard`` (EM): :func:`exact_mapping`, blending id -> base id of the same piece after marker
-  replacement, -1 where the base vocabulary has no such piece. No file.
-- ``soft`` (MinED): :func:`mined_mapping`, the exact match, else the base piece at the smallest
-  Levenshtein distance (the lowest base id on ties).
-- ``default`` (MS): :class:`AlignmentCounts` accumulates the sparse count matrix
-  ``C[base_id, blending_id]`` over the token alignments of a corpus, and :func:`ms_mapping` picks,
-  per blending id, the base id minimising ``dist * sigmoid(count)``.
-
-The soft and default mappings are lists indexed by blending id, stored as JSON
-(``--blending_to_base_file``); the count matrix is stored as a ``scipy.sparse`` ``.npz``
-(``--token_alignment_matrix_file``). The reference keeps ``C`` dense: 32002 x 151646 float64 is
-36 GiB for the OpenChat/Qwen pair; here it is a few million nonzeros.
-
-Choices the specification leaves open, settled here:
-
-- ``C`` counts a blending id once per base position even if it fills several of the blending
-  positions matched to it: the reference's ``C[base_id, ids] += 1`` is numpy fancy indexing,
-  which adds once per distinct index.
-- ids without a piece (holes in a vocabulary) never match; a blending id without a piece maps to
-  the base "no token" id (unk, else eos), like a blending id with no count in MS.
+Everything here works on vocabulary *pieces* (``convert_ids_to_tokens``, the keys of
+``get_vocab()``), never on decoded strings; "marker replaced" is ``piece.replace(blending_marker,
+base_marker)``. Choices where the spec is silent are in README.md "Differences".
 """
 
 from __future__ import annotations
@@ -275,12 +254,6 @@ class AlignmentCounts:
         """Count one sequence: its base ids and the blending ids matched to each base position."""
         self.add_pairs(*alignment_pairs(base_ids, matched_ids))
 
-    def add_matrix(self, matrix) -> None:
-        """Add a count matrix built elsewhere (e.g. by another worker)."""
-        if matrix.shape != self.shape:
-            raise InputError(f"count matrix of shape {matrix.shape} cannot be added to one of shape {self.shape}")
-        self._matrix = (self._matrix + sparse.csr_matrix(matrix, dtype=np.int64)).tocsr()
-
     def _flush(self) -> None:
         if not self._rows:
             return
@@ -303,21 +276,31 @@ def save_count_matrix(path: str | os.PathLike, matrix) -> None:
         sparse.save_npz(handle, sparse.csr_matrix(matrix))
 
 
-def load_count_matrix(path: str | os.PathLike, base_size: int, blending_size: int) -> sparse.csr_matrix:
-    """Read a count matrix saved by :func:`save_count_matrix` (or the reference), checking its shape."""
+def check_count_matrix(path: str | os.PathLike, base_size: int, blending_size: int) -> Path:
+    """Check that a count matrix file exists and fits both vocabularies, reading only its shape."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"--token_alignment_matrix_file {p}: no such file (run with --do_token_alignment first)")
     try:
-        matrix = sparse.load_npz(p)
+        with np.load(p) as members:  # scipy's .npz keeps the shape in its own member
+            shape = tuple(int(n) for n in members["shape"])
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"--token_alignment_matrix_file {p}: not a scipy sparse .npz ({exc})") from None
-    if matrix.shape != (base_size, blending_size):
+    if shape != (base_size, blending_size):
         raise InputError(
-            f"--token_alignment_matrix_file {p}: shape {matrix.shape}, but the base vocabulary has "
+            f"--token_alignment_matrix_file {p}: shape {shape}, but the base vocabulary has "
             f"{base_size} ids and the blending vocabulary {blending_size}"
         )
-    return sparse.csr_matrix(matrix)
+    return p
+
+
+def load_count_matrix(path: str | os.PathLike, base_size: int, blending_size: int) -> sparse.csr_matrix:
+    """Read a count matrix saved by :func:`save_count_matrix` (or the reference), checking its shape."""
+    p = check_count_matrix(path, base_size, blending_size)
+    try:
+        return sparse.csr_matrix(sparse.load_npz(p))
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"--token_alignment_matrix_file {p}: not a scipy sparse .npz ({exc})") from None
 
 
 # --- MS: the mapping -------------------------------------------------------------------------

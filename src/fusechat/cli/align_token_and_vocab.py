@@ -1,26 +1,17 @@
 """align_token_and_vocab: bring a different-vocabulary source's distributions into the pivot's
-vocabulary (DESIGN.md 6): token alignment and the vocabulary mapping, then distribution alignment."""
+vocabulary (DESIGN.md 6). The command lines are in FuseChat/train/align_token_and_vocab.py."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import shutil
-import tempfile
-import uuid
-from pathlib import Path
 
-
-from ..alignment.corpus import (ALIGNMENT_COLUMN, CARRIED, TokenizerSpec, aligned_features,
-                                distribution_alignment_batch, paired, share_carried, token_alignment_batch)
-from ..alignment.distribution_alignment import DistributionAligner
-from ..alignment.vocab_mapping import (AlignmentCounts, blending_to_base_mapping, check_align_type,
-                                       load_blending_to_base, load_count_matrix, matched_blending_ids,
-                                       save_blending_to_base, save_count_matrix, vocabulary_of)
-from ..data import sample_indices
+from ..alignment.aligned_sets import (MapSettings, TokenizerSpec, distribution_pass, load_aligner, load_pairs,
+                                      save_token_pass, token_pass, token_pass_done)
+from ..alignment.vocab_mapping import check_align_type, vocabulary_of
 from ..errors import InputError
-from ..schema import INDICES, LOGITS, METRIC_CE, PER_STEP_METRIC_CE, index_dtype_for, require_columns
-from .common import load_sets, save_set, setup_logging
+from ..schema import INDICES, LOGITS, METRIC_CE, PER_STEP_METRIC_CE, index_dtype_for
+from ..storage import save_train_split, scratch_dir
 
 logger = logging.getLogger("align_token_and_vocab")
 
@@ -40,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base_dataset_dir", required=True, help="pivot set(s), comma-separated")
     p.add_argument("--blending_dataset_dir", required=True, help="source set(s), comma-separated")
     p.add_argument("--cache_dir", default=None)
-    p.add_argument("--model_max_length", type=int, default=2048)
+    p.add_argument("--model_max_length", type=int, default=None,
+                   help="accepted for compatibility; the sets are already cut to length")
     p.add_argument("--preprocessing_num_workers", type=int, default=1)
     p.add_argument("--batch_size", type=int, default=100)
     p.add_argument("--do_token_alignment", action="store_true")
@@ -51,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric_level", default="sequence", choices=["sequence", "token"])
     p.add_argument("--use_token_alignment_matrix", action="store_true")
     p.add_argument("--not_align", action="store_true", help="copy the source's lists unmapped")
-    p.add_argument("--aligned_dataset_tknz_save_dir", default=None)
+    p.add_argument("--aligned_dataset_tknz_save_dir", default=None,
+                   help="token pass: save every row's token alignment here; distribution pass: read them from here")
     p.add_argument("--aligned_dataset_save_dir", default=None)
     p.add_argument("--temperature", type=float, default=1.0,
                    help="accepted for compatibility; the fuse temperature is train.py's --fuse_temperature")
@@ -62,126 +55,52 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def map_kwargs(args, scratch: Path, name: str) -> dict:
-    """Cache files of ``map`` go to a scratch folder, never next to the input sets; the results are
-    never reused from a cache, so a fixed fingerprint spares hashing the arguments."""
-    workers = args.preprocessing_num_workers if args.preprocessing_num_workers > 1 else None
-    return dict(batched=True, batch_size=max(1, args.batch_size), num_proc=workers,
-                cache_file_name=str(scratch / f"{name}.arrow"), load_from_cache_file=False,
-                new_fingerprint=uuid.uuid4().hex[:24])
-
-
-def tokenizer_specs(args) -> tuple[TokenizerSpec, TokenizerSpec]:
-    return (TokenizerSpec(args.base_model_name_or_path, args.base_use_fast, args.base_trust_remote_code,
-                          args.cache_dir),
-            TokenizerSpec(args.blending_model_name_or_path, args.blending_use_fast, args.blending_trust_remote_code,
-                          args.cache_dir))
-
-
-def sampled(dataset, proportion):
-    if proportion is None:
-        return dataset
-    return dataset.select(sample_indices(len(dataset), proportion))
-
-
-def token_alignment(args, base_vocab, blending_vocab, scratch: Path) -> None:
-    """Align every row of every split pair, count C, build and save the matrix and the mapping."""
-    bases, base_names = load_sets(args.base_dataset_dir, "base dataset")
-    blendings, blending_names = load_sets(args.blending_dataset_dir, "blending dataset")
-    if len(bases) != len(blendings):
-        raise InputError(f"--base_dataset_dir lists {len(bases)} sets but --blending_dataset_dir {len(blendings)}")
-    counts = AlignmentCounts(base_vocab.size, blending_vocab.size)
-    aligned_parts = []
-    for n, (base, blending, base_name, blending_name) in enumerate(zip(bases, blendings, base_names, blending_names)):
-        pairs = paired(sampled(base, args.dataset_sample_prop), sampled(blending, args.dataset_sample_prop),
-                       base_name, blending_name, ["input_ids"])
-        base_spec, blending_spec = tokenizer_specs(args)
-        aligned = pairs.map(token_alignment_batch, fn_kwargs=dict(
-            base=base_spec, blending=blending_spec, base_marker=base_vocab.marker,
-            blending_marker=blending_vocab.marker), desc=f"Token alignment {Path(base_name).name}",
-            **map_kwargs(args, scratch, f"token_alignment_{n}"))
-        for batch in aligned.select_columns(["input_ids", "blending_input_ids", ALIGNMENT_COLUMN]).iter(1000):
-            for base_ids, blending_ids, alignment in zip(batch["input_ids"], batch["blending_input_ids"],
-                                                         batch[ALIGNMENT_COLUMN]):
-                counts.add(base_ids, matched_blending_ids(blending_ids, alignment))
-        aligned_parts.append(aligned.remove_columns(["blending_input_ids"]))
-    matrix = counts.to_csr()
-    logger.info("token alignment count matrix: %d nonzeros in %s", matrix.nnz, matrix.shape)
-    if args.token_alignment_matrix_file:
-        save_count_matrix(args.token_alignment_matrix_file, matrix)
-    mapping = blending_to_base_mapping(args.align_type, blending_vocab, base_vocab, counts=matrix)
-    if mapping is not None:
-        if not args.blending_to_base_file:
-            raise InputError(f"--align_type {args.align_type} writes its mapping to --blending_to_base_file; give one")
-        save_blending_to_base(args.blending_to_base_file, mapping)
-    if args.aligned_dataset_tknz_save_dir:
-        from datasets import concatenate_datasets
-
-        save_set(concatenate_datasets(aligned_parts), args.aligned_dataset_tknz_save_dir)
-
-
-def distribution_alignment(args, base_vocab, blending_vocab, scratch: Path) -> None:
-    (base,), (base_name,) = load_sets(args.base_dataset_dir, "base representation set")
-    (blending,), (blending_name,) = load_sets(args.blending_dataset_dir, "blending representation set")
-    for ds, name in ((base, base_name), (blending, blending_name)):
-        require_columns(ds, ("input_ids", LOGITS, INDICES, METRIC_CE), name)
-    aligner = None
-    if not args.not_align:
-        mapping = None
-        if args.align_type != "hard":
-            if not args.blending_to_base_file:
-                raise InputError(f"--align_type {args.align_type} needs --blending_to_base_file")
-            mapping = load_blending_to_base(args.blending_to_base_file, blending_vocab.size, base_vocab.size)
-        if args.use_token_alignment_matrix:
-            if not args.token_alignment_matrix_file:
-                raise InputError("--use_token_alignment_matrix needs --token_alignment_matrix_file")
-            load_count_matrix(args.token_alignment_matrix_file, base_vocab.size, blending_vocab.size)
-        aligner = DistributionAligner.create(args.align_type, blending_vocab, base_vocab, mapping,
-                                             args.use_token_alignment_matrix)
-    blending_columns = ["input_ids", LOGITS, INDICES, METRIC_CE]
-    if args.metric_level == "token":
-        require_columns(blending, (PER_STEP_METRIC_CE,), blending_name)
-        blending_columns.append(PER_STEP_METRIC_CE)
-    pairs = paired(sampled(base, args.dataset_sample_prop), sampled(blending, args.dataset_sample_prop),
-                   base_name, blending_name, blending_columns)
-    index_dtype = index_dtype_for(blending_vocab.size if args.not_align else base_vocab.size)
-    features = aligned_features(pairs.features, args.metric_level, index_dtype)
-    base_spec, blending_spec = tokenizer_specs(args)
-    aligned = pairs.map(distribution_alignment_batch, fn_kwargs=dict(
-        aligner=aligner, base=base_spec, blending=blending_spec, metric_level=args.metric_level),
-        remove_columns=[c for c in pairs.column_names if c not in features], features=features,
-        desc="Distribution alignment", **map_kwargs(args, scratch, "distribution_alignment"))
-    share = share_carried(aligned)
-    print(f"align_token_and_vocab: the source's distribution is kept at {100 * share:.1f}% of pivot positions "
-          f"(the rest ONE-HOT or EMPTY), align type {args.align_type}")
-    save_set(aligned.remove_columns([CARRIED]), args.aligned_dataset_save_dir)
-
-
-def main(argv=None) -> None:
-    setup_logging()
-    args = build_parser().parse_args(argv)
+def check_flags(args) -> None:
+    if args.temperature != 1.0:
+        logger.warning("--temperature %s has no effect here; set the fuse temperature with train.py's "
+                       "--fuse_temperature", args.temperature)
+    if args.model_max_length is not None:
+        logger.warning("--model_max_length %s has no effect here; the sets were cut to length by "
+                       "get_data_representation", args.model_max_length)
     check_align_type(args.align_type)
     if not (args.do_token_alignment or args.do_distribution_alignment):
         raise InputError("nothing to do: give --do_token_alignment and/or --do_distribution_alignment")
     if args.do_distribution_alignment and not args.aligned_dataset_save_dir:
         raise InputError("--do_distribution_alignment needs --aligned_dataset_save_dir")
-    if args.temperature != 1.0:
-        logger.warning("--temperature %s has no effect here; set the fuse temperature with train.py's "
-                       "--fuse_temperature", args.temperature)
-    base_spec, blending_spec = tokenizer_specs(args)
-    base_vocab, blending_vocab = vocabulary_of(base_spec.load()), vocabulary_of(blending_spec.load())
-    anchor = Path(args.aligned_dataset_save_dir or args.blending_to_base_file or args.token_alignment_matrix_file
-                  or ".").resolve().parent
-    anchor.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".align-scratch-", dir=anchor))
-    try:
-        if args.do_token_alignment:
-            reuse = [f for f in (args.token_alignment_matrix_file, args.blending_to_base_file) if f]
-            if reuse and all(Path(f).exists() for f in reuse) and not args.aligned_dataset_tknz_save_dir:
-                logger.info("reusing %s", ", ".join(reuse))
-            else:
-                token_alignment(args, base_vocab, blending_vocab, scratch)
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    check_flags(args)
+    base, blending = (TokenizerSpec(getattr(args, f"{side}_model_name_or_path"), getattr(args, f"{side}_use_fast"),
+                                    getattr(args, f"{side}_trust_remote_code"), args.cache_dir)
+                      for side in ("base", "blending"))
+    base_vocab, blending_vocab = vocabulary_of(base.load()), vocabulary_of(blending.load())
+    first_output = (args.aligned_dataset_save_dir or args.blending_to_base_file or args.token_alignment_matrix_file
+                    or args.aligned_dataset_tknz_save_dir or ".")
+    token_files = (args.token_alignment_matrix_file, args.blending_to_base_file, args.aligned_dataset_tknz_save_dir)
+    with scratch_dir(first_output, "align-scratch") as scratch:
+        settings = MapSettings(args.batch_size, args.preprocessing_num_workers, scratch)
+        if args.do_token_alignment and token_pass_done(*token_files):
+            logger.info("reusing %s", ", ".join(f for f in token_files if f))
+        elif args.do_token_alignment:
+            pairs = load_pairs(args.base_dataset_dir, args.blending_dataset_dir, ["input_ids"], ["input_ids"],
+                               "dataset", args.dataset_sample_prop)
+            matrix, tokenized = token_pass(pairs, base, blending, base_vocab, blending_vocab, settings)
+            save_token_pass(args.align_type, matrix, tokenized, base_vocab, blending_vocab, *token_files)
         if args.do_distribution_alignment:
-            distribution_alignment(args, base_vocab, blending_vocab, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+            aligner = None if args.not_align else load_aligner(
+                args.align_type, base_vocab, blending_vocab, args.blending_to_base_file,
+                args.use_token_alignment_matrix, args.token_alignment_matrix_file)
+            columns = ["input_ids", LOGITS, INDICES, METRIC_CE]
+            pairs = load_pairs(args.base_dataset_dir, args.blending_dataset_dir, columns,
+                               columns + [PER_STEP_METRIC_CE] * (args.metric_level == "token"),
+                               "representation set", args.dataset_sample_prop)
+            if len(pairs) != 1:
+                raise InputError(f"--do_distribution_alignment aligns one split at a time; got {len(pairs)} sets")
+            index_dtype = index_dtype_for(blending_vocab.size if args.not_align else base_vocab.size)
+            aligned, share = distribution_pass(pairs[0], aligner, base, blending, args.metric_level, index_dtype,
+                                               settings, args.aligned_dataset_tknz_save_dir)
+            print(f"align_token_and_vocab: the source's distribution is kept at {100 * share:.1f}% of pivot "
+                  f"positions (the rest ONE-HOT or EMPTY), align type {args.align_type}")
+            save_train_split(aligned, args.aligned_dataset_save_dir)

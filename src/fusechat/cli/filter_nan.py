@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..fused_sets import drop_rows, nan_rows, row_ids
-from ..storage import write_json
-from .common import load_sets, save_set, setup_logging
+from ..fused_sets import without_nan_rows
+from ..storage import load_train_splits, save_train_split
 
 logger = logging.getLogger("filter_nan")
 
@@ -21,15 +20,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
-    setup_logging()
     args = build_parser().parse_args(argv)
-    (dataset,), _ = load_sets(args.input_data_dir, "aligned set")
-    bad = nan_rows(dataset)
-    ids = row_ids(dataset, bad)
-    print(f"filter_nan: dropped {len(bad)} of {len(dataset)} rows with a NaN metric"
+    (dataset,), _ = load_train_splits(args.input_data_dir, "aligned set")
+    report = args.output_data_dir.rstrip("/") + ".dropped.json"
+    kept, ids = without_nan_rows(dataset, report)
+    print(f"filter_nan: dropped {len(ids)} of {len(dataset)} rows with a NaN metric"
           + (f" (ids: {', '.join(ids[:20])}{' ...' if len(ids) > 20 else ''})" if ids else ""))
-    if len(bad):
-        report = args.output_data_dir.rstrip("/") + ".dropped.json"
-        write_json(report, ids)
+    if ids:
         logger.info("the dropped conversation ids are listed in %s", report)
-    save_set(drop_rows(dataset, bad), args.output_data_dir, args.preprocessing_num_workers)
+    save_train_split(kept, args.output_data_dir, args.preprocessing_num_workers)

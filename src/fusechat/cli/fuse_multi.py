@@ -10,12 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-import numpy as np
-
 from ..errors import InputError
-from ..fused_sets import metric_values, mince_choice, select_fused
-from ..schema import FUSED_COLUMNS, FUSED_METRIC_CE, require_columns
-from .common import load_sets, save_set, setup_logging
+from ..fused_sets import fuse_by_mince
+from ..storage import load_train_splits, save_train_split
 
 logger = logging.getLogger("fuse_multi")
 
@@ -32,20 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
-    setup_logging()
     args = build_parser().parse_args(argv)
-    datasets, names = load_sets(args.dataset_dir, "aligned set")
+    datasets, names = load_train_splits(args.dataset_dir, "aligned set")
     if args.mode == "add-new":
         if not args.fused_dataset_dir or len(datasets) != 1:
             raise InputError("--mode add-new takes --fused_dataset_dir and exactly one --dataset_dir")
-        fused, fused_names = load_sets(args.fused_dataset_dir, "fused set")
+        fused, fused_names = load_train_splits(args.fused_dataset_dir, "fused set")
         datasets, names = fused + datasets, fused_names + names
     elif len(datasets) < 2:
         raise InputError("--mode fuse-all-mince needs at least two aligned sets in --dataset_dir")
-    for ds, name in zip(datasets, names):
-        require_columns(ds, FUSED_COLUMNS, name)
-    choice = mince_choice([metric_values(ds, FUSED_METRIC_CE) for ds in datasets])
-    counts = np.bincount(choice, minlength=len(datasets))
+    fused, counts = fuse_by_mince(datasets, names)
     for name, count in zip(names, counts):
-        print(f"fuse_multi: {count} of {len(choice)} rows take the fused distribution of {name}")
-    save_set(select_fused(datasets, names, choice), args.dataset_save_dir, args.preprocessing_num_workers)
+        print(f"fuse_multi: {count} of {len(fused)} rows take the fused distribution of {name}")
+    save_train_split(fused, args.dataset_save_dir, args.preprocessing_num_workers)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
 from ..errors import run_cli
@@ -46,13 +45,8 @@ def _paths(args) -> BenchPaths:
     return BenchPaths(Path(args.data_dir), args.bench_name)
 
 
-def _run(main, argv) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run_cli(main, argv)
-
-
 def gen_model_answer(argv: list[str] | None = None) -> int:
-    return _run(_gen_model_answer, argv)
+    return run_cli(_gen_model_answer, argv, prog="gen_model_answer.py")
 
 
 def _gen_model_answer(argv) -> None:
@@ -79,7 +73,7 @@ def _gen_model_answer(argv) -> None:
 
 
 def gen_judgment(argv: list[str] | None = None) -> int:
-    return _run(_gen_judgment, argv)
+    return run_cli(_gen_judgment, argv, prog="gen_judgment.py")
 
 
 def _gen_judgment(argv) -> None:
@@ -131,7 +125,7 @@ def _gen_judgment(argv) -> None:
 
 
 def show_result(argv: list[str] | None = None) -> int:
-    return _run(_show_result, argv)
+    return run_cli(_show_result, argv, prog="show_result.py")
 
 
 def _show_result(argv) -> None:
@@ -167,7 +161,7 @@ def _show_result(argv) -> None:
 
 
 def gen_alpaca_eval(argv: list[str] | None = None) -> int:
-    return _run(_gen_alpaca_eval, argv)
+    return run_cli(_gen_alpaca_eval, argv, prog="gen_alpaca_eval.py")
 
 
 def _gen_alpaca_eval(argv) -> None:

@@ -126,39 +126,29 @@ PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 def plot_category_scores(tables: ScoreTables, path: str | os.PathLike, max_score: float = 10.0) -> None:
     """A grouped bar chart (category on x, one bar per model, 0..max_score on y) written as PNG."""
     try:
-        from PIL import Image, ImageDraw, ImageFont
+        from matplotlib.figure import Figure
     except ImportError as exc:
-        raise InputError("--plot-file needs Pillow (pip install 'pillow>=10.1')") from exc
+        raise InputError("--plot-file needs matplotlib (pip install matplotlib)") from exc
 
     if not tables.categories:
         raise InputError("no per-category scores to plot (the question file gives the categories)")
     models = list(tables.by_category)
-    font = ImageFont.load_default(size=14)
-    left, right, top, bottom = 60, 20, 40, 70 + 20 * len(models)
-    group = max(90, 24 * len(models) + 30)
-    width, height = left + right + group * len(tables.categories), top + 300 + bottom
-    plot_bottom = top + 300
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((left, 10), "MT-Bench score per category", fill="black", font=font)
-    y_of = lambda score: plot_bottom - 300 * score / max_score  # noqa: E731
-    for tick in range(0, int(max_score) + 1, 2):
-        y = y_of(tick)
-        draw.line([(left, y), (width - right, y)], fill=(220, 220, 220))
-        draw.text((left - 30, y - 8), str(tick), fill="black", font=font)
-    bar = (group - 30) / len(models)
-    for ci, category in enumerate(tables.categories):
-        x0 = left + ci * group + 15
-        for mi, model in enumerate(models):
-            score = tables.by_category[model].get(category)
-            if score is not None:
-                draw.rectangle([x0 + mi * bar, y_of(max(score, 0)), x0 + (mi + 1) * bar - 2, plot_bottom],
-                               fill=PALETTE[mi % len(PALETTE)])
-        draw.text((x0, plot_bottom + 6), category, fill="black", font=font)
-    draw.line([(left, plot_bottom), (width - right, plot_bottom)], fill="black")
+    figure = Figure(figsize=(max(6.0, 1.1 * len(tables.categories) * max(1, len(models)) ** 0.5), 4.5), dpi=100)
+    axes = figure.add_subplot()
+    bar = 0.8 / len(models)
     for mi, model in enumerate(models):
-        y = plot_bottom + 34 + 20 * mi
-        draw.rectangle([left, y, left + 12, y + 12], fill=PALETTE[mi % len(PALETTE)])
-        draw.text((left + 18, y - 2), f"{model} (average {tables.average[model]:.2f})", fill="black", font=font)
+        scores = [tables.by_category[model].get(category) for category in tables.categories]
+        positions = [ci + (mi - (len(models) - 1) / 2) * bar for ci, score in enumerate(scores) if score is not None]
+        heights = [max(score, 0.0) for score in scores if score is not None]
+        color = tuple(channel / 255 for channel in PALETTE[mi % len(PALETTE)])
+        axes.bar(positions, heights, width=bar, color=color, antialiased=False,
+                 label=f"{model} (average {tables.average[model]:.2f})")
+    axes.set_xticks(range(len(tables.categories)), tables.categories, rotation=30, ha="right")
+    axes.set_ylim(0, max_score)
+    axes.set_ylabel("score")
+    axes.set_title("MT-Bench score per category")
+    axes.grid(axis="y", color="0.86")
+    axes.set_axisbelow(True)
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=1, frameon=False)
     with atomic_file(Path(path), "wb") as handle:
-        image.save(handle, format="PNG")
+        figure.savefig(handle, format="png", bbox_inches="tight", facecolor="white")

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 VOCABULARY_MARKERS = ("embed_tokens", "lm_head")
 CHUNK = 1 << 16  # elements per chunk of the element-wise passes
-WIDE = torch.float64  # the arithmetic dtype
+ARITHMETIC_DTYPE = torch.float64  # merge arithmetic in float64, whatever the weights' dtype
 
 
 def is_vocabulary_tensor(name: str | None) -> bool:

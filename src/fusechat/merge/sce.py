@@ -26,7 +26,7 @@ from typing import Hashable, Sequence
 import torch
 
 from ..errors import InputError
-from .inputs import WIDE, aligned_tensors, chunks
+from .inputs import ARITHMETIC_DTYPE, aligned_tensors, chunks
 
 
 def selection_count(select_topk: float, nonzero: int) -> int:
@@ -36,8 +36,8 @@ def selection_count(select_topk: float, nonzero: int) -> int:
 
 def chunk_deltas(base: torch.Tensor, targets: Sequence[torch.Tensor], part: slice) -> torch.Tensor:
     """``[n, len(part)]`` float64 deltas of flat inputs over one chunk."""
-    base_part = base[part].to(WIDE)
-    return torch.stack([target[part].to(WIDE).sub_(base_part) for target in targets])
+    base_part = base[part].to(ARITHMETIC_DTYPE)
+    return torch.stack([target[part].to(ARITHMETIC_DTYPE).sub_(base_part) for target in targets])
 
 
 def sum_over_models(deltas: torch.Tensor) -> torch.Tensor:
@@ -91,35 +91,35 @@ def sce_weights(base: torch.Tensor, targets: Sequence[torch.Tensor], select_topk
     """Steps 2 and 3 for flat inputs of equal dtype: one float64 weight per target, summing to 1."""
     n, numel = len(targets), base.numel()
     if select_topk < 1:
-        variance = torch.empty(numel, dtype=WIDE, device=base.device)
+        variance = torch.empty(numel, dtype=ARITHMETIC_DTYPE, device=base.device)
         for part in chunks(numel):
             variance[part] = population_variance(chunk_deltas(base, targets, part))
         k = selection_count(select_topk, int(torch.count_nonzero(variance)))
         if k == 0:
-            weights = torch.zeros(n, dtype=WIDE, device=base.device)
+            weights = torch.zeros(n, dtype=ARITHMETIC_DTYPE, device=base.device)
         else:
             # Squared deltas at the selected positions only, instead of a full-size mask.
             positions = top_positions(variance, k)
             del variance
-            base_selected = base[positions].to(WIDE)
-            weights = torch.stack([target[positions].to(WIDE).sub_(base_selected).square_().sum()
+            base_selected = base[positions].to(ARITHMETIC_DTYPE)
+            weights = torch.stack([target[positions].to(ARITHMETIC_DTYPE).sub_(base_selected).square_().sum()
                                    for target in targets]) / numel
     else:
-        weights = torch.zeros(n, dtype=WIDE, device=base.device)
+        weights = torch.zeros(n, dtype=ARITHMETIC_DTYPE, device=base.device)
         for part in chunks(numel):
             weights += chunk_deltas(base, targets, part).square_().sum(dim=1)
         weights /= numel
     weight_sum = weights.sum()
     if weight_sum == 0:
-        return torch.full((n,), 1.0 / n, dtype=WIDE, device=base.device)
+        return torch.full((n,), 1.0 / n, dtype=ARITHMETIC_DTYPE, device=base.device)
     return weights / weight_sum
 
 
 def erase_and_merge(deltas: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Steps 4 and 5 on one chunk: the weighted mean of the deltas that agree with the majority sign."""
-    majority = torch.where(sum_over_models(deltas) >= 0, 1.0, -1.0).to(WIDE)
+    majority = torch.where(sum_over_models(deltas) >= 0, 1.0, -1.0).to(ARITHMETIC_DTYPE)
     # sign(0) = 0 never equals +-1, so zero deltas are never kept.
-    kept = (torch.sign(deltas) == majority).to(WIDE).mul_(weights[:, None])
+    kept = (torch.sign(deltas) == majority).to(ARITHMETIC_DTYPE).mul_(weights[:, None])
     divisor = sum_over_models(kept)
     divisor[divisor == 0] = 1
     return sum_over_models(kept.mul_(deltas)).div_(divisor)

@@ -14,7 +14,7 @@ from typing import Hashable, Sequence
 import torch
 
 from ..errors import InputError
-from .inputs import WIDE, aligned_tensors, chunks
+from .inputs import ARITHMETIC_DTYPE, aligned_tensors, chunks
 
 GRANULARITIES = ("tensor", "module", "layer", "model")
 _LAYER = re.compile(r"^(?P<prefix>.*?\.layers\.(?P<index>\d+))\.(?P<module>[^.]+)")
@@ -48,7 +48,7 @@ def tensor_variation(base: torch.Tensor, target: torch.Tensor) -> float:
     flat_base, flat_target = base.reshape(-1), target.to(base.dtype).reshape(-1)
     total = 0.0
     for part in chunks(flat_base.numel()):
-        delta = flat_target[part].to(WIDE).sub_(flat_base[part].to(WIDE))
+        delta = flat_target[part].to(ARITHMETIC_DTYPE).sub_(flat_base[part].to(ARITHMETIC_DTYPE))
         total += float(delta.square_().sum())
     return total / base.numel()
 
@@ -84,7 +84,7 @@ def fusechat_varm(base: torch.Tensor, targets: Sequence[torch.Tensor], variation
     flat = [tensor.to(base.dtype).reshape(-1) for _, tensor in kept]
     out = torch.empty_like(base).reshape(-1)
     for part in chunks(out.numel()):
-        merged = torch.zeros(part.stop - part.start, dtype=WIDE, device=base.device)
+        merged = torch.zeros(part.stop - part.start, dtype=ARITHMETIC_DTYPE, device=base.device)
         for weight, tensor in zip(weights, flat):
             merged.add_(tensor[part].to(merged.dtype), alpha=weight)
         out[part] = merged.to(base.dtype)

@@ -23,7 +23,9 @@ import pyarrow.compute as pc
 import torch
 from numba import njit
 
+from ..arrow import column_array, flat_values, list_lengths
 from ..errors import InputError
+from ..padding import pad_rows
 from ..schema import FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, IGNORE_INDEX, INDICES, LOGITS, METRIC_CE
 from .fuse_loss import mince_use_source
 
@@ -37,24 +39,6 @@ def as_table(features) -> pa.Table:
     if not features:
         raise ValueError("cannot collate an empty batch")
     return pa.Table.from_pylist(features)
-
-
-def _array(table: pa.Table, name: str) -> pa.Array:
-    column = table.column(name)
-    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
-
-
-def list_lengths(array: pa.Array) -> np.ndarray:
-    """Entries of each list of a list array (0 for a null list)."""
-    return pc.list_value_length(array).fill_null(0).to_numpy().astype(np.int64)
-
-
-def flat_values(array: pa.Array) -> np.ndarray:
-    """The entries of all lists of a list array, end to end, in their stored dtype."""
-    flat = array.flatten()
-    if pa.types.is_null(flat.type):  # every list is empty (from Python rows, the type is unknown)
-        return np.zeros(len(flat), np.int64)
-    return flat.to_numpy(zero_copy_only=False)
 
 
 @dataclass(frozen=True)
@@ -72,7 +56,7 @@ class TopK:
 
     @classmethod
     def from_table(cls, table: pa.Table, logits_column: str, ids_column: str) -> "TopK":
-        logits, ids = _array(table, logits_column), _array(table, ids_column)
+        logits, ids = column_array(table, logits_column), column_array(table, ids_column)
         positions = list_lengths(logits)
         if not np.array_equal(positions, list_lengths(ids)):
             row = int(np.flatnonzero(positions != list_lengths(ids))[0])
@@ -88,19 +72,6 @@ class TopK:
     @property
     def width(self) -> int:
         return int(self.lengths.max(initial=0))
-
-
-def pad_rows(values: np.ndarray, lengths: np.ndarray, width: int, limit: int, fill, dtype) -> np.ndarray:
-    """Rows of ``lengths`` laid end to end in ``values`` as a [B, width] array, cut at ``limit`` <= width.
-
-    A batch has a few rows, so one slice copy per row suffices.
-    """
-    out = np.full((len(lengths), width), fill, dtype=dtype)
-    end = np.cumsum(lengths)
-    for row, (start, length) in enumerate(zip(end - lengths, lengths)):
-        kept = min(int(length), limit)
-        out[row, :kept] = values[start:start + kept]
-    return out
 
 
 def topk_targets(lengths: np.ndarray, width: int, limit: int, pivot: TopK, source: TopK,
@@ -172,33 +143,35 @@ class TrainCollator:
     fuse_with_ref_model: bool = True
     row_log_path: str | None = None  # debugging: append the ids of every collated row to this file
 
-    def padded_width(self, lengths: np.ndarray) -> tuple[int, int]:
-        """(padded length, kept length): the longest row, cut at max_length, then rounded up."""
-        limit = int(lengths.max(initial=1))
-        if self.max_length:
-            limit = min(limit, self.max_length)
-        width = limit
-        if self.pad_to_multiple_of:
-            width = -(-limit // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        return width, limit
+    def kept_length(self, lengths: np.ndarray) -> int:
+        """Tokens kept per row: the longest row's, cut at max_length."""
+        kept = int(lengths.max(initial=1))
+        return min(kept, self.max_length) if self.max_length else kept
+
+    def padded_length(self, kept: int) -> int:
+        """The batch's width: ``kept`` rounded up to a multiple of pad_to_multiple_of."""
+        multiple = self.pad_to_multiple_of
+        return -(-kept // multiple) * multiple if multiple else kept
 
     def __call__(self, features) -> dict[str, torch.Tensor]:
         table = as_table(features)
-        input_ids = _array(table, "input_ids")
+        input_ids = column_array(table, "input_ids")
         lengths = list_lengths(input_ids)
-        width, limit = self.padded_width(lengths)
+        kept = self.kept_length(lengths)
+        width = self.padded_length(kept)
         if "attention_mask" in table.column_names:
-            attention = flat_values(_array(table, "attention_mask"))
+            attention = flat_values(column_array(table, "attention_mask"))
         else:
             attention = np.ones(int(lengths.sum()), np.int64)
         batch = {
-            "input_ids": pad_rows(flat_values(input_ids), lengths, width, limit, self.pad_token_id, np.int64),
-            "attention_mask": pad_rows(attention, lengths, width, limit, 0, np.int64),
-            "labels": pad_rows(flat_values(_array(table, "labels")), lengths, width, limit, IGNORE_INDEX, np.int64),
+            "input_ids": pad_rows(flat_values(input_ids), lengths, width, self.pad_token_id, np.int64, kept),
+            "attention_mask": pad_rows(attention, lengths, width, 0, np.int64, kept),
+            "labels": pad_rows(flat_values(column_array(table, "labels")), lengths, width, IGNORE_INDEX, np.int64,
+                               kept),
         }
         batch = {name: torch.from_numpy(array) for name, array in batch.items()}
         if self.fuse:
-            batch.update(self.fuse_targets(table, lengths, width, limit))
+            batch.update(self.fuse_targets(table, lengths, width, kept))
         if self.row_log_path:
             self._log_rows(table)
         return batch
@@ -212,8 +185,8 @@ class TrainCollator:
                 raise InputError(f"batch row {row} ({_row_name(table, row)}): {name} has "
                                  f"{topk.positions[row]} positions but input_ids has {lengths[row]}")
         if self.fuse_with_ref_model:
-            use_source = mince_use_source(_array(table, METRIC_CE).to_numpy(zero_copy_only=False),
-                                          _array(table, FUSED_METRIC_CE).to_numpy(zero_copy_only=False)).numpy()
+            use_source = mince_use_source(column_array(table, METRIC_CE).to_numpy(zero_copy_only=False),
+                                          column_array(table, FUSED_METRIC_CE).to_numpy(zero_copy_only=False)).numpy()
         else:
             use_source = np.ones(len(lengths), bool)
         logits, ids, mask = topk_targets(lengths, width, limit, pivot, source, use_source)

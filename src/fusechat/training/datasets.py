@@ -29,7 +29,7 @@ from ..schema import (FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, IGNORE_I
                       METRIC_CE, PER_STEP_FUSED_METRIC_CE, TOKEN_COLUMNS, train_split)
 from ..storage import load_dataset_dir, split_paths
 from ..templates import encode_rendered, get_template, render_conversation
-from .collator import flat_values, list_lengths
+from ..arrow import flat_values, list_lengths, record_batches
 
 logger = logging.getLogger(__name__)
 
@@ -79,17 +79,16 @@ def check_columns(dataset, where: str, req: SetRequirements) -> None:
 def check_rows(dataset, where: str, req: SetRequirements) -> None:
     """Every row fits the run: consistent lengths, ids inside the model's vocabulary, no NaN."""
     check_columns(dataset, where, req)
-    table = dataset.data.table  # as saved: sets come from load_from_disk, without an indices mapping
     columns = list(req.columns) + ([ID] if ID in dataset.column_names else [])
     first_row, too_long = 0, 0
-    with tqdm(total=table.num_rows, desc=f"checking {where}", unit="row", leave=False) as bar:
-        for batch in table.select(columns).to_batches(max_chunksize=CHECK_ROWS):
+    with tqdm(total=len(dataset), desc=f"checking {where}", unit="row", leave=False) as bar:
+        for batch in record_batches(dataset, columns, CHECK_ROWS):
             too_long += _check_batch(batch, first_row, where, req)
             first_row += batch.num_rows
             bar.update(batch.num_rows)
     if too_long:
         logger.warning("%s: %d of %d rows are longer than --model_max_length %d and are truncated",
-                       where, too_long, table.num_rows, req.model_max_length)
+                       where, too_long, len(dataset), req.model_max_length)
 
 
 def _check_batch(batch: pa.RecordBatch, first_row: int, where: str, req: SetRequirements) -> int:
@@ -102,7 +101,7 @@ def _check_batch(batch: pa.RecordBatch, first_row: int, where: str, req: SetRequ
         if batch.column(name).null_count:
             fail(int(np.flatnonzero(batch.column(name).is_null().to_numpy(zero_copy_only=False))[0]),
                  f"{name} is null")
-    lengths = _check_tokens(batch, req.vocab_size, fail)
+    lengths = _check_token_columns(batch, req.vocab_size, fail)
     for logits_name, ids_name in req.topk_pairs:
         _check_topk(batch, logits_name, ids_name, lengths, req.vocab_size, fail)
     for name in req.metric_columns:
@@ -112,7 +111,7 @@ def _check_batch(batch: pa.RecordBatch, first_row: int, where: str, req: SetRequ
     return int((lengths > req.model_max_length).sum())
 
 
-def _check_tokens(batch: pa.RecordBatch, vocab: int, fail) -> np.ndarray:
+def _check_token_columns(batch: pa.RecordBatch, vocab: int, fail) -> np.ndarray:
     """input_ids, labels and attention_mask agree in length; ids fit the vocabulary. Returns the lengths."""
     input_ids, labels = batch.column("input_ids"), batch.column("labels")
     lengths = list_lengths(input_ids)

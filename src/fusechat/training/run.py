@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from ..errors import run_cli
@@ -106,7 +105,5 @@ def save_final(trainer, output_dir: str) -> None:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """Entry point of FuseChat/train/train.py: bad input is one clear line and exit status 2."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
-                        stream=sys.stderr)
+    """Entry point of FuseChat/train/train.py and fusechat-train."""
     return run_cli(main, argv, prog="train.py")

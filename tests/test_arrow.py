@@ -1,0 +1,45 @@
+"""The Arrow helpers and the padder, against hand-written expectations."""
+
+import numpy as np
+import pyarrow as pa
+from datasets import Dataset
+
+from fusechat.arrow import first_differing_row, record_batches, row_lengths, without_indices_mapping
+from fusechat.padding import pad_lists, pad_rows
+
+
+def test_without_indices_mapping_relies_on_a_datasets_internal_that_must_still_exist():
+    """``datasets`` has no public test for an indices mapping: if ``_indices`` goes away or changes
+    meaning, this fails loudly instead of sets being copied (or not flattened) silently."""
+    plain = Dataset.from_dict({"x": [10, 11, 12]})
+    assert plain._indices is None and without_indices_mapping(plain) is plain
+    selected = plain.select([2, 0])
+    assert selected._indices is not None
+    flat = without_indices_mapping(selected)
+    assert flat._indices is None and flat["x"] == [12, 10]
+
+
+def test_record_batches_follow_the_row_order_of_a_selection():
+    ds = Dataset.from_dict({"id": list("abcde"), "v": [[1], [2, 2], [], [4], [5, 5, 5]]}).select([4, 0, 2, 1, 3])
+    batches = list(record_batches(ds, ["id", "v"], rows=2))
+    assert all(isinstance(b, pa.RecordBatch) for b in batches)
+    assert [b.num_rows for b in batches] == [2, 2, 1]
+    assert [i for b in batches for i in b.column("id").to_pylist()] == list("eacbd")
+    assert row_lengths(ds, "v").tolist() == [3, 1, 0, 2, 1]
+
+
+def test_first_differing_row():
+    left = pa.array([[1, 2], [3], [4, 5]])
+    assert first_differing_row(left, pa.array([[1, 2], [3], [4, 5]])) is None
+    assert first_differing_row(left, pa.array([[1, 2], [3], [4, 6]])) == 2
+    assert first_differing_row(left, pa.array([[1, 2], [3, 0], [4, 5]])) == 1
+    assert first_differing_row(pa.array(["a", "b"]), pa.array(["a", "c"])) == 1
+
+
+def test_padders():
+    assert pad_lists([[1, 2, 3], [4], []], -1, np.int64).tolist() == [[1, 2, 3], [4, -1, -1], [-1, -1, -1]]
+    assert pad_lists([[0.5, 1.0], [2.0, 3.0]], 0.0, np.float64).tolist() == [[0.5, 1.0], [2.0, 3.0]]
+    assert pad_lists([], 0, np.int64).shape == (0, 0)
+    values, lengths = np.array([1, 2, 3, 4, 5, 6]), np.array([3, 1, 2])
+    assert pad_rows(values, lengths, 4, 0, np.int64, limit=2).tolist() == [[1, 2, 0, 0], [4, 0, 0, 0], [5, 6, 0, 0]]
+    assert pad_rows(values, lengths, 3, 9, np.int64).tolist() == [[1, 2, 3], [4, 9, 9], [5, 6, 9]]
