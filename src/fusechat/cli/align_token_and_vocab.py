@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -20,7 +18,8 @@ from ..alignment.vocab_mapping import (AlignmentCounts, blending_to_base_mapping
 from ..data import sample_indices
 from ..errors import InputError
 from ..schema import INDICES, LOGITS, METRIC_CE, PER_STEP_METRIC_CE, index_dtype_for, require_columns
-from .common import load_sets, save_set, setup_logging
+from ..storage import scratch_dir
+from .common import check_set_output, load_sets, save_set, setup_logging
 
 logger = logging.getLogger("align_token_and_vocab")
 
@@ -117,12 +116,17 @@ def token_alignment(args, base_vocab, blending_vocab, scratch: Path) -> None:
     if args.aligned_dataset_tknz_save_dir:
         from datasets import concatenate_datasets
 
-        save_set(concatenate_datasets(aligned_parts), args.aligned_dataset_tknz_save_dir)
+        save_set(concatenate_datasets(aligned_parts), args.aligned_dataset_tknz_save_dir, ids_from=base_names,
+                 kind="token-aligned")
 
 
 def distribution_alignment(args, base_vocab, blending_vocab, scratch: Path) -> None:
-    (base,), (base_name,) = load_sets(args.base_dataset_dir, "base representation set")
-    (blending,), (blending_name,) = load_sets(args.blending_dataset_dir, "blending representation set")
+    bases, base_names = load_sets(args.base_dataset_dir, "base representation set")
+    blendings, blending_names = load_sets(args.blending_dataset_dir, "blending representation set")
+    if len(bases) != 1 or len(blendings) != 1:
+        raise InputError(f"--do_distribution_alignment takes one set in --base_dataset_dir and one in "
+                         f"--blending_dataset_dir; got {len(bases)} and {len(blendings)} (run it once per split)")
+    (base,), (base_name,), (blending,), (blending_name,) = bases, base_names, blendings, blending_names
     for ds, name in ((base, base_name), (blending, blending_name)):
         require_columns(ds, ("input_ids", LOGITS, INDICES, METRIC_CE), name)
     aligner = None
@@ -154,7 +158,7 @@ def distribution_alignment(args, base_vocab, blending_vocab, scratch: Path) -> N
     share = share_carried(aligned)
     print(f"align_token_and_vocab: the source's distribution is kept at {100 * share:.1f}% of pivot positions "
           f"(the rest ONE-HOT or EMPTY), align type {args.align_type}")
-    save_set(aligned.remove_columns([CARRIED]), args.aligned_dataset_save_dir)
+    save_set(aligned.remove_columns([CARRIED]), args.aligned_dataset_save_dir, ids_from=base_names, kind="aligned")
 
 
 def main(argv=None) -> None:
@@ -172,9 +176,9 @@ def main(argv=None) -> None:
     base_vocab, blending_vocab = vocabulary_of(base_spec.load()), vocabulary_of(blending_spec.load())
     anchor = Path(args.aligned_dataset_save_dir or args.blending_to_base_file or args.token_alignment_matrix_file
                   or ".").resolve().parent
-    anchor.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".align-scratch-", dir=anchor))
-    try:
+    for flag in ("aligned_dataset_save_dir", "aligned_dataset_tknz_save_dir"):
+        check_set_output(getattr(args, flag), f"--{flag}", args.base_dataset_dir, args.blending_dataset_dir)
+    with scratch_dir(anchor / "align") as scratch:
         if args.do_token_alignment:
             reuse = [f for f in (args.token_alignment_matrix_file, args.blending_to_base_file) if f]
             if reuse and all(Path(f).exists() for f in reuse) and not args.aligned_dataset_tknz_save_dir:
@@ -183,5 +187,3 @@ def main(argv=None) -> None:
                 token_alignment(args, base_vocab, blending_vocab, scratch)
         if args.do_distribution_alignment:
             distribution_alignment(args, base_vocab, blending_vocab, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)

@@ -7,7 +7,7 @@ import logging
 
 from ..fused_sets import drop_rows, nan_rows, row_ids
 from ..storage import write_json
-from .common import load_sets, save_set, setup_logging
+from .common import check_set_output, load_sets, save_set, setup_logging
 
 logger = logging.getLogger("filter_nan")
 
@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     setup_logging()
     args = build_parser().parse_args(argv)
-    (dataset,), _ = load_sets(args.input_data_dir, "aligned set")
+    check_set_output(args.output_data_dir, "--output_data_dir", args.input_data_dir)
+    (dataset,), names = load_sets(args.input_data_dir, "aligned set")
     bad = nan_rows(dataset)
     ids = row_ids(dataset, bad)
     print(f"filter_nan: dropped {len(bad)} of {len(dataset)} rows with a NaN metric"
@@ -32,4 +33,5 @@ def main(argv=None) -> None:
         report = args.output_data_dir.rstrip("/") + ".dropped.json"
         write_json(report, ids)
         logger.info("the dropped conversation ids are listed in %s", report)
-    save_set(drop_rows(dataset, bad), args.output_data_dir, args.preprocessing_num_workers)
+    save_set(drop_rows(dataset, bad), args.output_data_dir, args.preprocessing_num_workers, ids_from=names,
+             kind="filtered")

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import InputError
 from ..fused_sets import metric_values, mince_choice, select_fused
 from ..schema import FUSED_COLUMNS, FUSED_METRIC_CE, require_columns
-from .common import load_sets, save_set, setup_logging
+from .common import check_set_output, load_sets, save_set, setup_logging
 
 logger = logging.getLogger("fuse_multi")
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     setup_logging()
     args = build_parser().parse_args(argv)
+    check_set_output(args.dataset_save_dir, "--dataset_save_dir", args.dataset_dir, args.fused_dataset_dir)
     datasets, names = load_sets(args.dataset_dir, "aligned set")
     if args.mode == "add-new":
         if not args.fused_dataset_dir or len(datasets) != 1:
@@ -48,4 +49,5 @@ def main(argv=None) -> None:
     counts = np.bincount(choice, minlength=len(datasets))
     for name, count in zip(names, counts):
         print(f"fuse_multi: {count} of {len(choice)} rows take the fused distribution of {name}")
-    save_set(select_fused(datasets, names, choice), args.dataset_save_dir, args.preprocessing_num_workers)
+    save_set(select_fused(datasets, names, choice), args.dataset_save_dir, args.preprocessing_num_workers,
+             ids_from=names, kind="fused")

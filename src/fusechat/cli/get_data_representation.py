@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 from .. import data as corpus
+from .. import provenance
 from ..errors import InputError
 from ..modeling import load_causal_lm, load_tokenizer, output_vocab_size
 from ..representation import CaptureOptions, representation_dataset, select_records, tokenize_records
 from ..schema import SPLIT, TOKENIZED_COLUMNS, require_columns, row_lengths, train_split
-from ..storage import load_dataset_dir, save_dataset_atomic, write_json
+from ..storage import check_output_dir, load_dataset_dir, save_dataset_atomic, scratch_dir, write_json
 from ..templates import get_template
 
 logger = logging.getLogger("get_data_representation")
@@ -47,10 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def tokenized_set(args, tokenizer):
-    """Load the tokenized set if it exists, else build and save it."""
+def expected_record(args, tokenizer) -> dict:
+    """The provenance record of the tokenized set this run's flags make."""
+    separator = get_template(args.conv_temp).close_token(tokenizer.eos_token or "")
+    return provenance.tokenized_record(
+        tokenizer, args.model_name_or_path, args.conv_temp, separator, args.model_max_length,
+        args.mask_instruction, args.data_path, provenance.file_fingerprint(args.data_path),
+        args.dataset_sample_prop, args.dataset_split_num, args.dataset_index, args.skip_invalid)
+
+
+def tokenized_set(args, tokenizer, record: dict):
+    """Load the tokenized set if it exists (and was made with this run's settings), else build and save it."""
     path = Path(args.tknz_dataset_path)
     if path.exists():
+        provenance.check_reuse(path, record, "--tknz_dataset_path")
         logger.info("reusing the tokenized set at %s", path)
         tokenized = train_split(load_dataset_dir(path, "tokenized set"), str(path))
         require_columns(tokenized, TOKENIZED_COLUMNS, str(path))
@@ -58,17 +67,22 @@ def tokenized_set(args, tokenizer):
     records = select_records(corpus.read_corpus(args.data_path), args.dataset_sample_prop,
                              args.dataset_split_num, args.dataset_index)
     valid, problems = corpus.validate_records(records, skip_invalid=args.skip_invalid)
+    corpus.log_problems(problems, args.data_path)
     if args.skip_invalid:
         report = path.with_name(path.name + ".skipped.json")
-        write_json(report, [{"id": p.record_id, "reason": p.reason} for p in problems])
-        logger.warning("skipped %d invalid record(s); listed in %s", len(problems), report)
+        write_json(report, [{"id": p.record_id, "reason": p.reason} for p in problems if not p.kept])
+        logger.warning("skipped %d invalid record(s); listed in %s", sum(not p.kept for p in problems), report)
+    if any(p.kept for p in problems):
+        report = path.with_name(path.name + ".dropped_messages.json")
+        write_json(report, [{"id": p.record_id, "reason": p.reason} for p in problems if p.kept])
+        logger.warning("the records kept without their first message are listed in %s", report)
     if not valid:
         raise InputError(f"{args.data_path}: no valid records in this split")
     tokenized = tokenize_records(valid, tokenizer, get_template(args.conv_temp), args.model_max_length,
                                  args.mask_instruction, args.preprocessing_num_workers)
     from datasets import DatasetDict
 
-    save_dataset_atomic(DatasetDict({SPLIT: tokenized}), path, args.preprocessing_num_workers)
+    save_dataset_atomic(DatasetDict({SPLIT: tokenized}), path, args.preprocessing_num_workers, provenance=record)
     return train_split(load_dataset_dir(path, "tokenized set"), str(path))
 
 
@@ -78,10 +92,16 @@ def main(argv=None) -> None:
     get_template(args.conv_temp)  # an unknown template fails before any work
     if args.get_representation and not args.dataset_save_dir:
         raise InputError("--get_representation needs --dataset_save_dir")
-    if args.top_k_logits < 1:
-        raise InputError(f"--top_k_logits must be at least 1, got {args.top_k_logits}")
+    for flag in ("top_k_logits", "model_max_length", "batch_size"):
+        corpus.require_positive(getattr(args, flag), f"--{flag}")
+    inputs = (args.data_path, args.model_name_or_path)
+    if not Path(args.tknz_dataset_path).exists():
+        check_output_dir(args.tknz_dataset_path, "--tknz_dataset_path", inputs)
+    if args.get_representation:
+        check_output_dir(args.dataset_save_dir, "--dataset_save_dir", (*inputs, args.tknz_dataset_path))
     tokenizer = load_tokenizer(args.model_name_or_path, args.model_max_length, args.cache_dir)
-    tokenized = tokenized_set(args, tokenizer)
+    record = expected_record(args, tokenizer)
+    tokenized = tokenized_set(args, tokenizer, record)
     logger.info("%d conversations, %d tokens", len(tokenized), int(row_lengths(tokenized).sum()))
     if not args.get_representation:
         return
@@ -101,11 +121,8 @@ def main(argv=None) -> None:
     options = CaptureOptions(top_k=args.top_k_logits, batch_size=args.batch_size,
                              per_token_metric=args.save_per_token_metric, no_assert=args.no_assert)
     out = Path(args.dataset_save_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = tempfile.mkdtemp(prefix=f".{out.name}.scratch-", dir=out.parent)
-    try:
-        captured = representation_dataset(tokenized, options, model, tokenizer.pad_token_id, scratch)
-        save_dataset_atomic(DatasetDict({SPLIT: captured}), out)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with scratch_dir(out) as scratch:
+        captured = representation_dataset(tokenized, options, model, tokenizer.pad_token_id, str(scratch))
+        save_dataset_atomic(DatasetDict({SPLIT: captured}), out, provenance=provenance.derived_record(
+            dict(record, top_k_logits=args.top_k_logits), "representation", [args.tknz_dataset_path]))
     logger.info("saved %d rows to %s", len(captured), out)

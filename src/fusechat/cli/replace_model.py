@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..fused_sets import concatenate, replace_columns
-from .common import load_sets, save_set, setup_logging
+from .common import check_set_output, load_sets, save_set, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,8 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     setup_logging()
     args = build_parser().parse_args(argv)
+    check_set_output(args.dataset_save_dir, "--dataset_save_dir", args.dataset_dir, args.replace_dataset_dir)
     pivots, pivot_names = load_sets(args.dataset_dir, "pivot representation set")
     sources, source_names = load_sets(args.replace_dataset_dir, "source representation set")
     result = replace_columns(concatenate(pivots, pivot_names), concatenate(sources, source_names), args.replace_model,
                              ",".join(pivot_names), ",".join(source_names))
-    save_set(result, args.dataset_save_dir, args.preprocessing_num_workers)
+    save_set(result, args.dataset_save_dir, args.preprocessing_num_workers,
+             ids_from=source_names if args.replace_model == "pivot" else pivot_names, kind="replaced")

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 
 from ..errors import run_cli
+from ..provenance import check_sets_tokenizer
+from ..storage import split_paths
 from ..modeling import check_model_path, load_causal_lm, load_config, load_tokenizer
 from ..templates import chat_template_jinja, get_template, tokenizer_adds_bos
 from .arguments import parse_args
@@ -52,6 +54,8 @@ def main(argv: list[str] | None = None):
     config = load_config(model_args.model_name_or_path, args.model_max_length, args.cache_dir)
     tokenizer = load_tokenizer(model_args.model_name_or_path, args.model_max_length, args.cache_dir)
     attach_chat_template(tokenizer, data_args.conv_temp)
+    check_sets_tokenizer(split_paths(data_args.data_path) + split_paths(data_args.eval_data_path or ""), tokenizer,
+                         model_args.model_name_or_path)
     # All data checks happen here, before the model is loaded.
     vocab_size = config.get_text_config().vocab_size
     train_set, eval_set = build_sets(data_args, args, tokenizer, vocab_size)
