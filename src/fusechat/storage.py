@@ -115,12 +115,20 @@ def check_output_dir(path: str | os.PathLike, flag: str, inputs: Iterable[str | 
     if out.is_dir() and not is_our_output(out) and any(out.iterdir()):
         raise InputError(f"{flag} {out} is an existing folder that this project did not write; refusing to "
                          "replace it (its files would be lost): remove it or choose another path")
-    parent = resolved.parent
+    check_writable(out, flag)
+    return out
+
+
+def check_writable(path: str | os.PathLike, flag: str) -> None:
+    """``path`` can be created or replaced: its nearest existing parent is a folder we may write in."""
+    out = Path(path).expanduser()
+    parent = out.resolve().parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{flag} {out}: cannot write in {parent}")
-    return out
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {out}: cannot write in this folder")
 
 
 @contextlib.contextmanager

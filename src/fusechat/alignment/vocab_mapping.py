@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -310,7 +311,7 @@ def load_count_matrix(path: str | os.PathLike, base_size: int, blending_size: in
         raise InputError(f"--token_alignment_matrix_file {p}: no such file (run with --do_token_alignment first)")
     try:
         matrix = sparse.load_npz(p)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # a truncated file: BadZipFile
         raise InputError(f"--token_alignment_matrix_file {p}: not a scipy sparse .npz ({exc})") from None
     if matrix.shape != (base_size, blending_size):
         raise InputError(

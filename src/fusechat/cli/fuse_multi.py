@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..fused_sets import metric_values, mince_choice, select_fused
-from ..schema import FUSED_COLUMNS, FUSED_METRIC_CE, require_columns
+from ..schema import FUSED_COLUMNS, FUSED_METRIC_CE, check_same_conversations, require_columns
 from .common import check_set_output, load_sets, save_set, setup_logging
 
 logger = logging.getLogger("fuse_multi")
@@ -45,6 +45,8 @@ def main(argv=None) -> None:
         raise InputError("--mode fuse-all-mince needs at least two aligned sets in --dataset_dir")
     for ds, name in zip(datasets, names):
         require_columns(ds, FUSED_COLUMNS, name)
+    for ds, name in zip(datasets[1:], names[1:]):  # MinCE compares row r of every set: same conversations
+        check_same_conversations(datasets[0], ds, names[0], name)
     choice = mince_choice([metric_values(ds, FUSED_METRIC_CE) for ds in datasets])
     counts = np.bincount(choice, minlength=len(datasets))
     for name, count in zip(names, counts):

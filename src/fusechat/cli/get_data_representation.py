@@ -118,6 +118,9 @@ def main(argv=None) -> None:
     if len(tokenizer) > vocab:
         raise InputError(f"{args.model_name_or_path}: tokenizer has {len(tokenizer)} tokens but the model's "
                          f"output layer only {vocab}")
+    if args.top_k_logits > vocab:
+        raise InputError(f"--top_k_logits {args.top_k_logits} is above the vocabulary size {vocab} of "
+                         f"{args.model_name_or_path}")
     options = CaptureOptions(top_k=args.top_k_logits, batch_size=args.batch_size,
                              per_token_metric=args.save_per_token_metric, no_assert=args.no_assert)
     out = Path(args.dataset_save_dir)
