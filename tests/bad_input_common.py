@@ -22,6 +22,13 @@ def snapshot(root: Path) -> dict[str, tuple]:
     return state
 
 
+def user_folder(path: Path) -> Path:
+    """A folder the user filled by hand: no output of ours may replace it."""
+    path.mkdir()
+    (path / "notes.txt").write_text("the user's own file")
+    return path
+
+
 def run_script(capsys, main, argv, prog: str | None = None) -> tuple[int, str]:
     """Run ``main`` the way the FuseChat/*.py scripts do (``run_cli``); returns (exit status, stderr)."""
     capsys.readouterr()

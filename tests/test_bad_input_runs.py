@@ -4,7 +4,6 @@ Each case: the exit status, the one error line naming the path or flag, and noth
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bad_input_common import assert_one_error, run_script, snapshot, umask, write_corpus
+from bad_input_common import assert_one_error, run_script, snapshot, umask, user_folder, write_corpus
 from fusechat.cli import align_token_and_vocab, fuse_multi, get_data_representation
 from fusechat.merge import cli as merge_cli
 from fusechat.storage import OUTPUT_MARKER, atomic_file, stale_siblings
@@ -61,9 +60,7 @@ def test_merge_refuses_an_output_that_is_a_model_of_the_recipe(recipe_models, ca
 
 
 def test_merge_refuses_a_folder_it_did_not_write(recipe_models, tmp_path, capsys):
-    out = tmp_path / "merged"
-    out.mkdir()
-    (out / "README.md").write_text("my notes")
+    out = user_folder(tmp_path / "merged")
     before = snapshot(tmp_path)
     code, err = merge(capsys, recipe_models["config"], out)
     assert_one_error(code, err, f"OUT_PATH {out} is an existing folder that this project did not write",

@@ -12,7 +12,7 @@ import pytest
 from datasets import load_from_disk
 
 from bad_input_common import (GOOD_RECORDS, assert_one_error, conversation, run_script, snapshot, umask,
-                              write_corpus)
+                              user_folder, write_corpus)
 from fusechat import provenance
 from fusechat.cli import filter_nan, fuse_multi, get_data_representation, replace_model
 from fusechat.storage import OUTPUT_MARKER
@@ -121,9 +121,7 @@ def test_replace_model_refuses_an_output_that_is_an_input(made, capsys, which):
 
 
 def test_replace_model_refuses_a_folder_it_did_not_write(made, tmp_path, capsys):
-    out = tmp_path / "mine"
-    out.mkdir()
-    (out / "notes.txt").write_text("the user's own file")
+    out = user_folder(tmp_path / "mine")
     before = snapshot(tmp_path)
     code, err = run_script(capsys, replace_model.main, replace_argv(made["rep"], made["rep"], out))
     assert_one_error(code, err, f"--dataset_save_dir {out} is an existing folder that this project did not write")
