@@ -19,7 +19,7 @@ CKPT_DIR="${CKPT_DIR:-$WORK_DIR/checkpoints}"
 LOG_DIR="${LOG_DIR:-$WORK_DIR/logs}"
 
 PIVOT="${PIVOT:-openchat_3.5}"
-SOURCES="${SOURCES:-Starling-LM-7B-alpha Nous-Hermes-2-SOLAR-10.7B Mixtral-8x7B-Instruct-v0.1 internlm2-chat-20b Qwen1.5-72B-Chat}"
+SOURCES="${SOURCES-Starling-LM-7B-alpha Nous-Hermes-2-SOLAR-10.7B Mixtral-8x7B-Instruct-v0.1 internlm2-chat-20b Qwen1.5-72B-Chat}"
 SPLIT_NUM="${SPLIT_NUM:-4}"
 MODEL_MAX_LENGTH="${MODEL_MAX_LENGTH:-2048}"
 CONV_TEMP="${CONV_TEMP:-openchat_3.5}"

@@ -11,6 +11,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from fusechat.merge import cli, varm_analysis
+from fusechat.storage import OUTPUT_MARKER, mark_output
 from merge_oracles import as64, assert_within_ulp, sce_oracle, varm_oracle
 
 pytestmark = pytest.mark.slow  # end-to-end: whole scripts, model runs or subprocesses
@@ -288,9 +289,11 @@ def test_failure_during_the_merge_leaves_no_half_written_folder(models, tmp_path
         state["model.layers.1.mlp.up_proj.weight"] = torch.randn(130, 64, generator=g)
 
     odd = perturbed_copy(models["pivot"], tmp_path / "odd", 7, 0.01, odd_mlp)
+    mark_output(existing_output)  # an earlier merge of ours: only a finished merge replaces it
     with pytest.raises(ValueError, match="model.layers.1.mlp.up_proj.weight"):
         cli.main([str(sce_config(tmp_path, models, [odd])), str(existing_output)])
-    assert_untouched(existing_output)
+    assert sorted(p.name for p in existing_output.iterdir()) == [OUTPUT_MARKER, "keep.txt"]
+    assert [p.name for p in existing_output.parent.iterdir() if p.name.startswith(".out")] == []
 
 
 # ---------------------------------------------------------------- VaRM statistics

@@ -132,7 +132,8 @@ def test_tokenize_only_and_reuse(tmp_path, pivot_path):
     assert load_from_disk(str(tk))["train"].num_rows == len(RECORDS)
     # An existing tokenized set is reused: the corpus is not even read again.
     main(["--model_name_or_path", str(pivot_path), "--data_path", str(tmp_path / "gone.json"),
-          "--tknz_dataset_path", str(tk), "--dataset_save_dir", str(tmp_path / "rep"), "--get_representation"])
+          "--tknz_dataset_path", str(tk), "--dataset_save_dir", str(tmp_path / "rep"), "--get_representation",
+          "--mask_instruction"])
     assert load_from_disk(str(tmp_path / "rep"))["train"]["id"] == [r["id"] for r in RECORDS]
 
 

@@ -1,13 +1,16 @@
 """The chat corpus: loading, validation, sampling and splitting (DESIGN.md 2).
 
 Records are FastChat/ShareGPT dicts: ``{"id", "conversations": [{"from", "value"}, ...]}``.
-A first message not from ``human`` is dropped; after that roles must alternate human/gpt.
-Anything else is bad input, reported by record id and reason.
+A first message not from ``human`` (a ``system`` prompt, a greeting from ``gpt``) is dropped, as
+DESIGN.md 2 says, and every such drop is listed; after that roles must alternate human/gpt and at
+least one gpt reply must remain. Ids must be unique (later stages match rows by id). Anything else
+is bad input, reported by record id and reason.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +20,14 @@ from .templates import ASSISTANT, USER
 
 ROLE_NAMES = {"human": USER, "user": USER, "gpt": ASSISTANT, "assistant": ASSISTANT}
 SAMPLE_SEED = 42
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Problem:
     record_id: str
     reason: str
+    kept: bool = False  # the record is kept without one message (a dropped first message)
 
 
 def record_id(record, index: int) -> str:
@@ -32,10 +37,11 @@ def record_id(record, index: int) -> str:
     return f"#{index}"
 
 
-def conversation_messages(record, index: int = 0) -> list[tuple[str, str]]:
+def conversation_messages(record, index: int = 0, dropped: list | None = None) -> list[tuple[str, str]]:
     """Validate one record and return its messages as ``(user|assistant, text)`` pairs.
 
-    Raises :class:`InputError` naming the record id and the reason.
+    Raises :class:`InputError` naming the record id and the reason. A dropped first message is
+    appended to ``dropped`` as a :class:`Problem` with ``kept=True``.
     """
     rid = record_id(record, index)
     if not isinstance(record, dict):
@@ -51,6 +57,9 @@ def conversation_messages(record, index: int = 0) -> list[tuple[str, str]]:
         if not isinstance(turn["value"], str):
             raise InputError(f"record {rid}: message {position} has a non-string 'value'")
     if turns and ROLE_NAMES.get(turns[0]["from"]) != USER:
+        if dropped is not None and len(turns) > 1:
+            dropped.append(Problem(rid, f"first message, from {turns[0]['from']!r}, dropped (a conversation "
+                                        "starts with a human message)", kept=True))
         turns = turns[1:]
     if not turns:
         raise InputError(f"record {rid}: empty conversation")
@@ -66,6 +75,8 @@ def conversation_messages(record, index: int = 0) -> list[tuple[str, str]]:
                 f"{turn['from']!r})"
             )
         messages.append((role, turn["value"]))
+    if len(messages) < 2:
+        raise InputError(f"record {rid}: no gpt reply after the first human message (nothing to learn from)")
     return messages
 
 
@@ -101,19 +112,36 @@ def validate_records(records: list, skip_invalid: bool = False) -> tuple[list[di
     """Return ``(valid records as {id, messages}, problems)``.
 
     Without ``skip_invalid`` the first problem is raised; with it, invalid records are left out
-    and every one of them is listed in ``problems``.
+    and every one of them is listed in ``problems``. Records kept without their first message are
+    listed too (``kept=True``), with or without ``skip_invalid``.
     """
-    valid, problems = [], []
+    valid, problems, seen = [], [], {}
     for index, record in enumerate(records):
+        rid = record_id(record, index)
+        dropped: list[Problem] = []
         try:
-            messages = conversation_messages(record, index)
+            if rid in seen:
+                raise InputError(f"record {rid}: duplicate id (also record #{seen[rid]}); later stages match "
+                                 "rows by id")
+            messages = conversation_messages(record, index, dropped)
         except InputError as exc:
             if not skip_invalid:
                 raise
-            problems.append(Problem(record_id(record, index), str(exc)))
+            problems.append(Problem(rid, str(exc)))
             continue
-        valid.append({"id": record_id(record, index), "messages": messages})
+        seen[rid] = index
+        problems.extend(dropped)
+        valid.append({"id": rid, "messages": messages})
     return valid, problems
+
+
+def log_problems(problems: list[Problem], where: str) -> None:
+    """One log line for the records left out and one for the records kept without a message."""
+    for kept, what in ((False, "invalid record(s) left out"), (True, "record(s) kept without their first message")):
+        ids = [p.record_id for p in problems if p.kept == kept]
+        if ids:
+            logger.warning("%s: %d %s (ids: %s%s)", where, len(ids), what, ", ".join(ids[:10]),
+                           " ..." if len(ids) > 10 else "")
 
 
 def sample_indices(n: int, proportion: float | None) -> list[int]:
@@ -129,9 +157,18 @@ def split_bounds(n: int, split_num: int, index: int) -> tuple[int, int]:
     """Contiguous slice ``index`` of ``split_num``: ``n // split_num`` each, the last takes the rest."""
     if split_num < 1:
         raise InputError(f"--dataset_split_num must be at least 1, got {split_num}")
+    if split_num > n:
+        logger.warning("--dataset_split_num %d is above the record count %d: slices of %d records, the last "
+                       "takes them all", split_num, n, n // split_num)
     if not 0 <= index < split_num:
         raise InputError(f"--dataset_index {index} is out of range for --dataset_split_num {split_num}")
     size = n // split_num
     start = index * size
     end = n if index == split_num - 1 else start + size
     return start, end
+
+
+def require_positive(value: int | float | None, flag: str) -> None:
+    """A size or count flag must be at least 1 (0 would silently produce empty output)."""
+    if value is not None and value < 1:
+        raise InputError(f"{flag} must be at least 1, got {value}")

@@ -229,5 +229,7 @@ def fuse_by_mince(datasets, names: list[str]):
     Returns ``(fused set, rows taken from each set)``."""
     for ds, name in zip(datasets, names, strict=True):
         require_columns(ds, FUSED_COLUMNS, name)
+    for ds, name in zip(datasets[1:], names[1:]):  # MinCE compares row r of every set: same conversations
+        check_same_conversations(datasets[0], ds, names[0], name)
     choice = mince_choice([metric_values(ds, FUSED_METRIC_CE) for ds in datasets])
     return select_fused(datasets, names, choice), np.bincount(choice, minlength=len(datasets))

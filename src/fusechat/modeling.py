@@ -30,6 +30,19 @@ def check_model_path(path: str, flag: str = "--model_name_or_path") -> None:
         raise InputError(f"{flag}: model folder not found: {path}")
 
 
+def from_pretrained(loader, path: str, what: str, **kwargs):
+    """``loader.from_pretrained`` with a missing or damaged file reported as one line naming the folder."""
+    try:
+        return loader.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: cannot load the {what} (is it a complete model folder?): {reason}") from exc
+    except Exception as exc:  # safetensors' SafetensorError (truncated weights) derives from Exception
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise InputError(f"{path}: cannot load the {what}: damaged weights file ({exc})") from exc
+
+
 def attention_implementation(flash_attn: bool) -> str:
     global _warned_flash
     if not flash_attn:
@@ -54,7 +67,8 @@ def load_config(model_name_or_path: str, model_max_length: int | None = None, ca
     from transformers import AutoConfig
 
     check_model_path(model_name_or_path)
-    config = AutoConfig.from_pretrained(model_name_or_path, cache_dir=cache_dir, trust_remote_code=trust_remote_code)
+    config = from_pretrained(AutoConfig, model_name_or_path, "model config", cache_dir=cache_dir,
+                             trust_remote_code=trust_remote_code)
     factor = rope_scaling_factor(getattr(config, "max_position_embeddings", None), model_max_length or 0)
     if factor:
         params = dict(getattr(config, "rope_parameters", None) or {})
@@ -73,7 +87,7 @@ def load_tokenizer(model_name_or_path: str, model_max_length: int | None = None,
                   padding_side=padding_side)
     if model_max_length:
         kwargs["model_max_length"] = model_max_length
-    tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, **kwargs)
+    tokenizer = from_pretrained(AutoTokenizer, model_name_or_path, "tokenizer", **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
     return tokenizer
@@ -158,7 +172,7 @@ def load_causal_lm(model_name_or_path: str, model_max_length: int | None = None,
                   attn_implementation=attention_implementation(flash_attn), trust_remote_code=trust_remote_code)
     if device_map and device_map != "none":
         kwargs["device_map"] = device_map
-    return AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
+    return from_pretrained(AutoModelForCausalLM, model_name_or_path, "model weights", **kwargs)
 
 
 def output_vocab_size(model) -> int:

@@ -1,7 +1,13 @@
 """Atomic outputs: every stage writes into a temporary sibling and renames it into place.
 
 An interrupted run therefore never leaves a half-written folder or file at the final path
-that a later stage would load.
+that a later stage would load. The siblings are hidden (``.{name}.tmp-{pid}-...``,
+``.{name}.old-{pid}``, ``.{name}.scratch-{pid}-...``); those of a run that was killed outright
+(SIGKILL, power loss) are removed by the next run writing the same output.
+
+Every folder written here carries a marker file (:data:`OUTPUT_MARKER`). An existing output is
+replaced only when it carries the marker, or is an empty folder: a folder the user filled by other
+means is refused by name, never deleted. Outputs get the user's umask, like any other tool's.
 """
 
 from __future__ import annotations
@@ -10,22 +16,147 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from .errors import InputError
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_MARKER = ".fusechat-output"
+SIBLING_KINDS = ("tmp", "old", "scratch")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _apply_umask(path: Path, full_mode: int) -> None:
+    """tempfile creates folders 0700 and files 0600; give them the mode a plain mkdir/open would."""
+    os.chmod(path, full_mode & ~_umask())
+
+
+def _sibling_prefix(final: Path, kind: str) -> str:
+    return f".{final.name}.{kind}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_siblings(final_path: str | os.PathLike) -> list[Path]:
+    """Hidden temporary siblings of ``final_path`` whose writing process no longer runs."""
+    final = Path(final_path)
+    if not final.parent.is_dir():
+        return []
+    pattern = re.compile(rf"^\.{re.escape(final.name)}\.({'|'.join(SIBLING_KINDS)})-(\d+)?")
+    stale = []
+    for path in final.parent.iterdir():
+        found = pattern.match(path.name)
+        if not found:
+            continue
+        pid = int(found.group(2)) if found.group(2) else None  # no pid: left by an older version
+        if pid is None or (pid != os.getpid() and not _pid_alive(pid)):
+            stale.append(path)
+    return stale
+
+
+def clean_stale_siblings(final_path: str | os.PathLike) -> None:
+    """Remove what a killed run writing ``final_path`` left behind."""
+    for path in stale_siblings(final_path):
+        logger.info("removing %s, left by an interrupted run", path)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def is_our_output(path: str | os.PathLike) -> bool:
+    return (Path(path) / OUTPUT_MARKER).is_file()
+
+
+def mark_output(folder: str | os.PathLike) -> None:
+    """Mark a finished folder as written here, so a later run may replace it."""
+    marker = Path(folder) / OUTPUT_MARKER
+    marker.write_text(json.dumps({"written_by": "fusechat"}) + "\n", encoding="utf-8")
+    _apply_umask(marker, 0o666)
+
+
+def _same_or_inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_output_dir(path: str | os.PathLike, flag: str, inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Refuse, before any work, an output folder that cannot be written or must not be replaced.
+
+    Refused: an output that is (or holds) one of ``inputs``; an existing file; an existing non-empty
+    folder without our marker (files the user put there would be lost); a parent that cannot be
+    created or written.
+    """
+    out = Path(path).expanduser()
+    resolved = out.resolve()
+    for item in inputs:
+        if item and _same_or_inside(Path(item).expanduser().resolve(), resolved):
+            raise InputError(f"{flag} {out} is also an input ({item}); writing it would replace that input: "
+                             "choose another output path")
+    if out.is_file() or out.is_symlink() and not out.is_dir():
+        raise InputError(f"{flag} {out} is an existing file, not an output folder")
+    if out.is_dir() and not is_our_output(out) and any(out.iterdir()):
+        raise InputError(f"{flag} {out} is an existing folder that this project did not write; refusing to "
+                         "replace it (its files would be lost): remove it or choose another path")
+    check_writable(out, flag)
+    return out
+
+
+def check_writable(path: str | os.PathLike, flag: str) -> None:
+    """``path`` can be created or replaced: its nearest existing parent is a folder we may write in."""
+    out = Path(path).expanduser()
+    parent = out.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {out}: cannot write in {parent}")
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {out}: cannot write in this folder")
+
+
+@contextlib.contextmanager
+def scratch_dir(final_path: str | os.PathLike, kind: str = "scratch") -> Iterator[Path]:
+    """A hidden working folder next to ``final_path``, removed at the end whatever happens."""
+    final = Path(final_path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_siblings(final)
+    tmp = Path(tempfile.mkdtemp(prefix=_sibling_prefix(final, kind), dir=final.parent))
+    _apply_umask(tmp, 0o777)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def atomic_dir(final_path: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary folder next to ``final_path``; on success it replaces ``final_path``."""
     final = Path(final_path)
+    check_output_dir(final, "output")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    clean_stale_siblings(final)
+    tmp = Path(tempfile.mkdtemp(prefix=_sibling_prefix(final, "tmp"), dir=final.parent))
+    _apply_umask(tmp, 0o777)
     try:
         yield tmp
+        mark_output(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -36,10 +167,14 @@ def atomic_dir(final_path: str | os.PathLike) -> Iterator[Path]:
 def atomic_file(final_path: str | os.PathLike, mode: str = "w") -> Iterator:
     """Open a temporary file next to ``final_path``; on success it replaces ``final_path``."""
     final = Path(final_path)
+    if final.is_dir():
+        raise InputError(f"output {final} is an existing folder, not a file")
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
+    clean_stale_siblings(final)
+    fd, tmp_name = tempfile.mkstemp(prefix=_sibling_prefix(final, "tmp"), dir=final.parent)
     tmp = Path(tmp_name)
     try:
+        _apply_umask(tmp, 0o666)
         with os.fdopen(fd, mode) as handle:
             yield handle
     except BaseException:
@@ -49,12 +184,17 @@ def atomic_file(final_path: str | os.PathLike, mode: str = "w") -> Iterator:
 
 
 def replace_path(src: Path, final: Path) -> None:
-    """Move ``src`` to ``final``, removing an older ``final`` first (folders cannot be replaced in one step)."""
-    if final.exists():
+    """Move ``src`` to ``final``, removing an older ``final`` first (folders cannot be replaced in one step).
+
+    An existing folder is replaced only when it is one of ours (or empty); see :func:`check_output_dir`.
+    """
+    if final.is_dir() and not final.is_symlink():
+        check_output_dir(final, "output")
+    if final.exists() or final.is_symlink():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.replace(final, old)
         os.replace(src, final)
-        if old.is_dir():
+        if old.is_dir() and not old.is_symlink():
             shutil.rmtree(old, ignore_errors=True)
         else:
             old.unlink(missing_ok=True)
@@ -67,10 +207,16 @@ def write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> None:
         json.dump(obj, handle, ensure_ascii=False, indent=indent)
 
 
-def save_dataset_atomic(dataset, path: str | os.PathLike, num_proc: int | None = None) -> None:
-    """``save_to_disk`` into a temporary folder, then rename into place."""
+def save_dataset_atomic(dataset, path: str | os.PathLike, num_proc: int | None = None,
+                        provenance: dict | None = None) -> None:
+    """``save_to_disk`` into a temporary folder, then rename into place; ``provenance`` (what made
+    the set, see :mod:`fusechat.provenance`) goes into the folder with it."""
     with atomic_dir(path) as tmp:
         dataset.save_to_disk(str(tmp), num_proc=num_proc if num_proc and num_proc > 1 else None)
+        if provenance is not None:
+            from .provenance import write_record
+
+            write_record(tmp, provenance)
 
 
 def load_dataset_dir(path: str | os.PathLike, what: str = "dataset"):
@@ -91,22 +237,6 @@ def split_paths(paths: str) -> list[str]:
     return [p.strip() for p in paths.split(",") if p.strip()]
 
 
-@contextlib.contextmanager
-def scratch_dir(beside: str | os.PathLike, name: str) -> Iterator[Path]:
-    """A temporary folder next to ``beside`` (an output path), removed afterwards, error or not.
-
-    Next to the output, so large intermediate files (``datasets`` cache files, streamed captures)
-    go to the output's file system instead of filling the system's temporary folder.
-    """
-    final = Path(beside).resolve()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{name}-", dir=final.parent))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def load_train_splits(paths: str, what: str):
     """``(datasets, names)`` for a comma-separated list of saved DatasetDicts (their train splits)."""
     from .schema import train_split
@@ -117,11 +247,24 @@ def load_train_splits(paths: str, what: str):
     return [train_split(load_dataset_dir(p, what), p) for p in names], names
 
 
-def save_train_split(dataset, path: str | os.PathLike, num_proc: int | None = None) -> None:
-    """Save ``dataset`` as the train split of a DatasetDict at ``path``, atomically."""
+def check_set_output(path: str | None, flag: str, *inputs: str | None) -> None:
+    """Before any work: the output can be written and replaces neither an input (comma-separated
+    lists) nor a folder this project did not write."""
+    if path:
+        check_output_dir(path, flag, [p for paths in inputs if paths for p in split_paths(paths)])
+
+
+def save_train_split(dataset, path: str | os.PathLike, num_proc: int | None = None,
+                     ids_from: list[str] | None = None, kind: str = "derived", record: dict | None = None) -> None:
+    """Save ``dataset`` as the train split of a DatasetDict at ``path``, atomically, with its provenance
+    ``record``, or else that of ``ids_from``, the sets whose token ids it keeps (so train.py can check
+    the tokenizer)."""
     from datasets import DatasetDict
 
+    from . import provenance
     from .schema import SPLIT
 
-    save_dataset_atomic(DatasetDict({SPLIT: dataset}), path, num_proc)
+    if record is None and ids_from:
+        record = provenance.derived_record(provenance.first_record(ids_from), kind, ids_from)
+    save_dataset_atomic(DatasetDict({SPLIT: dataset}), path, num_proc, provenance=record)
     logging.getLogger("fusechat").info("saved %d rows to %s", len(dataset), path)

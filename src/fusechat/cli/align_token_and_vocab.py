@@ -11,7 +11,7 @@ from ..alignment.aligned_sets import (MapSettings, TokenizerSpec, distribution_p
 from ..alignment.vocab_mapping import check_align_type, vocabulary_of
 from ..errors import InputError
 from ..schema import INDICES, LOGITS, METRIC_CE, PER_STEP_METRIC_CE, index_dtype_for
-from ..storage import save_train_split, scratch_dir
+from ..storage import check_set_output, save_train_split, scratch_dir, split_paths
 
 logger = logging.getLogger("align_token_and_vocab")
 
@@ -79,7 +79,9 @@ def main(argv=None) -> None:
     first_output = (args.aligned_dataset_save_dir or args.blending_to_base_file or args.token_alignment_matrix_file
                     or args.aligned_dataset_tknz_save_dir or ".")
     token_files = (args.token_alignment_matrix_file, args.blending_to_base_file, args.aligned_dataset_tknz_save_dir)
-    with scratch_dir(first_output, "align-scratch") as scratch:
+    for flag in ("aligned_dataset_save_dir", "aligned_dataset_tknz_save_dir"):
+        check_set_output(getattr(args, flag), f"--{flag}", args.base_dataset_dir, args.blending_dataset_dir)
+    with scratch_dir(first_output) as scratch:
         settings = MapSettings(args.batch_size, args.preprocessing_num_workers, scratch)
         if args.do_token_alignment and token_pass_done(*token_files):
             logger.info("reusing %s", ", ".join(f for f in token_files if f))
@@ -103,4 +105,5 @@ def main(argv=None) -> None:
                                                settings, args.aligned_dataset_tknz_save_dir)
             print(f"align_token_and_vocab: the source's distribution is kept at {100 * share:.1f}% of pivot "
                   f"positions (the rest ONE-HOT or EMPTY), align type {args.align_type}")
-            save_train_split(aligned, args.aligned_dataset_save_dir)
+            save_train_split(aligned, args.aligned_dataset_save_dir, ids_from=split_paths(args.base_dataset_dir),
+                             kind="aligned")

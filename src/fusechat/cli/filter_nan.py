@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from ..fused_sets import without_nan_rows
-from ..storage import load_train_splits, save_train_split
+from ..storage import check_set_output, load_train_splits, save_train_split
 
 logger = logging.getLogger("filter_nan")
 
@@ -21,11 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    (dataset,), _ = load_train_splits(args.input_data_dir, "aligned set")
+    check_set_output(args.output_data_dir, "--output_data_dir", args.input_data_dir)
+    (dataset,), names = load_train_splits(args.input_data_dir, "aligned set")
     report = args.output_data_dir.rstrip("/") + ".dropped.json"
     kept, ids = without_nan_rows(dataset, report)
     print(f"filter_nan: dropped {len(ids)} of {len(dataset)} rows with a NaN metric"
           + (f" (ids: {', '.join(ids[:20])}{' ...' if len(ids) > 20 else ''})" if ids else ""))
     if ids:
         logger.info("the dropped conversation ids are listed in %s", report)
-    save_train_split(kept, args.output_data_dir, args.preprocessing_num_workers)
+    save_train_split(kept, args.output_data_dir, args.preprocessing_num_workers, ids_from=names, kind="filtered")

@@ -12,7 +12,7 @@ import logging
 
 from ..errors import InputError
 from ..fused_sets import fuse_by_mince
-from ..storage import load_train_splits, save_train_split
+from ..storage import check_set_output, load_train_splits, save_train_split
 
 logger = logging.getLogger("fuse_multi")
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
+    check_set_output(args.dataset_save_dir, "--dataset_save_dir", args.dataset_dir, args.fused_dataset_dir)
     datasets, names = load_train_splits(args.dataset_dir, "aligned set")
     if args.mode == "add-new":
         if not args.fused_dataset_dir or len(datasets) != 1:
@@ -41,4 +42,4 @@ def main(argv=None) -> None:
     fused, counts = fuse_by_mince(datasets, names)
     for name, count in zip(names, counts):
         print(f"fuse_multi: {count} of {len(fused)} rows take the fused distribution of {name}")
-    save_train_split(fused, args.dataset_save_dir, args.preprocessing_num_workers)
+    save_train_split(fused, args.dataset_save_dir, args.preprocessing_num_workers, ids_from=names, kind="fused")

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
+from .. import data, provenance
 from ..errors import InputError
 from ..modeling import load_tokenizer, model_turn_separator
 from ..representation import CaptureOptions
 from ..representation_sets import capture_model, save_representations, tokenized_set
 from ..arrow import row_lengths
+from ..storage import check_output_dir
 from ..templates import get_template
 
 logger = logging.getLogger("get_data_representation")
@@ -52,17 +55,29 @@ def main(argv=None) -> None:
     template = get_template(args.conv_temp)  # an unknown template fails before any work
     if args.get_representation and not args.dataset_save_dir:
         raise InputError("--get_representation needs --dataset_save_dir")
-    if args.top_k_logits < 1:
-        raise InputError(f"--top_k_logits must be at least 1, got {args.top_k_logits}")
+    for flag in ("top_k_logits", "model_max_length", "batch_size"):
+        data.require_positive(getattr(args, flag), f"--{flag}")
+    inputs = (args.data_path, args.model_name_or_path)
+    if not Path(args.tknz_dataset_path).exists():
+        check_output_dir(args.tknz_dataset_path, "--tknz_dataset_path", inputs)
+    if args.get_representation:
+        check_output_dir(args.dataset_save_dir, "--dataset_save_dir", (*inputs, args.tknz_dataset_path))
     tokenizer = load_tokenizer(args.model_name_or_path, args.model_max_length, args.cache_dir)
     separator = model_turn_separator(args.model_name_or_path, tokenizer, args.separator, args.cache_dir)
+    record = provenance.tokenized_record(
+        tokenizer, args.model_name_or_path, args.conv_temp, separator, args.model_max_length,
+        args.mask_instruction, args.data_path, provenance.file_fingerprint(args.data_path),
+        args.dataset_sample_prop, args.dataset_split_num, args.dataset_index, args.skip_invalid)
     tokenized = tokenized_set(args.tknz_dataset_path, args.data_path, tokenizer, template, args.model_max_length,
                               args.mask_instruction, args.dataset_sample_prop, args.dataset_split_num,
-                              args.dataset_index, args.skip_invalid, args.preprocessing_num_workers, separator)
+                              args.dataset_index, args.skip_invalid, args.preprocessing_num_workers, separator,
+                              record)
     logger.info("%d conversations, %d tokens", len(tokenized), int(row_lengths(tokenized).sum()))
     if args.get_representation:
         model = capture_model(args.model_name_or_path, tokenizer, args.model_max_length, args.load_in_half,
-                              args.device_map, args.flash_attn_transformers, args.cache_dir)
+                              args.device_map, args.flash_attn_transformers, args.cache_dir, args.top_k_logits)
         options = CaptureOptions(top_k=args.top_k_logits, batch_size=args.batch_size,
                                  per_token_metric=args.save_per_token_metric, no_assert=args.no_assert)
-        save_representations(tokenized, options, model, tokenizer.pad_token_id, args.dataset_save_dir)
+        save_representations(tokenized, options, model, tokenizer.pad_token_id, args.dataset_save_dir,
+                             provenance.derived_record(dict(record, top_k_logits=args.top_k_logits),
+                                                       "representation", [args.tknz_dataset_path]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..fused_sets import concatenate, replace_columns
-from ..storage import load_train_splits, save_train_split
+from ..storage import check_set_output, load_train_splits, save_train_split
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,8 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
+    check_set_output(args.dataset_save_dir, "--dataset_save_dir", args.dataset_dir, args.replace_dataset_dir)
     pivots, pivot_names = load_train_splits(args.dataset_dir, "pivot representation set")
     sources, source_names = load_train_splits(args.replace_dataset_dir, "source representation set")
     result = replace_columns(concatenate(pivots, pivot_names), concatenate(sources, source_names), args.replace_model,
                              ",".join(pivot_names), ",".join(source_names))
-    save_train_split(result, args.dataset_save_dir, args.preprocessing_num_workers)
+    save_train_split(result, args.dataset_save_dir, args.preprocessing_num_workers,
+                     ids_from=source_names if args.replace_model == "pivot" else pivot_names, kind="replaced")

@@ -100,7 +100,11 @@ def _gen_judgment(argv) -> None:
     parser.add_argument("--max-tokens", type=int, default=2048, help="judge reply length")
     parser.add_argument("--max-retries", type=int, default=8)
     parser.add_argument("--retry-backoff", type=float, default=1.0, help="first retry delay in seconds; doubles")
-    parser.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request")
+    parser.add_argument("--request-timeout", type=float, default=120.0,
+                        help="seconds per request; a judge that never answers costs up to (max-retries + 1) x "
+                             "request-timeout plus the backoff, about 21 minutes per request with the defaults")
+    parser.add_argument("--rejudge-missing", action="store_true",
+                        help="judge again the verdicts of the output file that have no rating (score -1)")
     args = parser.parse_args(argv)
     paths = _paths(args)
 
@@ -119,9 +123,10 @@ def _gen_judgment(argv) -> None:
     print(json.dumps({"bench_name": args.bench_name, "mode": args.mode, "judge": args.judge_model,
                       "model_list": list(answers), "total_num_questions": len(questions),
                       "total_num_matches": len(matches), "output_path": str(output_file)}, indent=4))
-    summary = judging.run_judging(matches, client, output_file, parallel=args.parallel, max_tokens=args.max_tokens)
+    summary = judging.run_judging(matches, client, output_file, parallel=args.parallel, max_tokens=args.max_tokens,
+                                  rejudge_missing=args.rejudge_missing)
     print(f"judged {summary.judged}, skipped {summary.skipped} already judged, "
-          f"{summary.malformed} verdict(s) without a rating (score -1); judgments in {output_file}")
+          f"{summary.malformed} verdict(s) without a rating in [1, 10] (score -1); judgments in {output_file}")
 
 
 def show_result(argv: list[str] | None = None) -> int:

@@ -25,8 +25,8 @@ from typing import Callable
 from tqdm import tqdm
 
 from ..errors import InputError
-from ..modeling import load_causal_lm, load_tokenizer, model_turn_separator
-from ..storage import atomic_file
+from ..modeling import check_model_path, load_causal_lm, load_tokenizer, model_turn_separator
+from ..storage import atomic_file, check_writable
 from ..templates import ASSISTANT, TEMPLATES, USER, generation_prompt_ids, get_template
 from .jsonl import JsonlAppender, read_jsonl_if_exists
 from .questions import category_temperature, load_questions, validate_answer
@@ -307,6 +307,10 @@ def generate_mt_bench_answers(model_path: str, model_id: str, question_file: str
     """
     if max_new_token < 1 or num_choices < 1:
         raise InputError("--max-new-token and --num-choices must be at least 1")
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    check_model_path(model_path, "--model-path")
+    check_writable(answer_file, "--answer-file")
     questions = load_questions(question_file, question_begin, question_end)
     done = {validate_answer(answer_file, n, r)["question_id"]
             for n, r in enumerate(read_jsonl_if_exists(answer_file), 1)}

@@ -58,15 +58,15 @@ class JsonlAppender:
     """Append records to a JSON-lines file, one durable line each; safe to share between threads.
 
     Opening it cuts off a last line left incomplete by an interrupted run, and adds the newline a
-    complete last record may lack, so appended lines always start on a fresh line.
+    complete last record may lack, so appended lines always start on a fresh line. The file is
+    created by the first record, so a run that fails before its first record leaves no empty file.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._repair_tail()
-        self._handle = open(self.path, "a", encoding="utf-8")
+        self._handle = None
 
     def _repair_tail(self) -> None:
         if not self.path.is_file():
@@ -83,12 +83,16 @@ class JsonlAppender:
     def write(self, record: dict) -> None:
         line = json.dumps(record) + "\n"  # ASCII-escaped, byte for byte as FastChat writes
         with self._lock:
+            if self._handle is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._handle = open(self.path, "a", encoding="utf-8")
             self._handle.write(line)
             self._handle.flush()
             os.fsync(self._handle.fileno())
 
     def close(self) -> None:
-        self._handle.close()
+        if self._handle is not None:
+            self._handle.close()
 
     def __enter__(self) -> "JsonlAppender":
         return self

@@ -38,6 +38,7 @@ DEFAULT_API_BASE = "https://api.openai.com/v1"
 RATING = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 RATING_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
 RETRY_STATUS = {408, 409, 429} | set(range(500, 600))
+MIN_SCORE, MAX_SCORE, MISSING_SCORE = 1, 10, -1
 
 
 # --- prompts, matches, scores (pure) ------------------------------------------------------------
@@ -165,12 +166,14 @@ def judge_messages(match: Match) -> list[dict]:
 
 
 def parse_rating(judgment: str) -> int | float:
-    """The score in ``[[rating]]``, else in ``[rating]``; -1 when the verdict has neither."""
+    """The score in ``[[rating]]``, else in ``[rating]``; -1 when the verdict has neither or its
+    rating is outside MT-Bench's scale [1, 10] (a ``[[42]]`` would otherwise weigh in the mean)."""
     found = RATING.search(judgment) or RATING_BACKUP.search(judgment)
     if not found:
-        return -1
+        return MISSING_SCORE
     text = found.group(1)
-    return float(text) if "." in text else int(text)
+    score = float(text) if "." in text else int(text)
+    return score if MIN_SCORE <= score <= MAX_SCORE else MISSING_SCORE
 
 
 def judgment_record(match: Match, prompt: str, judgment: str, score) -> dict:
@@ -246,10 +249,15 @@ class ChatCompletionsClient:
                 last_error = f"a reply that is not JSON ({exc})"
             else:
                 try:
-                    return reply["choices"][0]["message"]["content"]
+                    content = reply["choices"][0]["message"]["content"]
                 except (KeyError, IndexError, TypeError) as exc:
                     raise JudgeAPIError(f"judge endpoint {self._url()} sent a reply without "
                                         f"choices[0].message.content: {str(reply)[:500]}") from exc
+                if content is None:  # a refusal or a filtered reply: a verdict without a rating
+                    logger.warning("judge endpoint %s sent content null (finish_reason %r); recorded as a verdict "
+                                   "without a rating", self._url(), reply["choices"][0].get("finish_reason"))
+                    return ""
+                return content
             if attempt < self.max_retries:
                 delay = self._delay(attempt, retry_after)
                 logger.warning("judge request failed (%s); retry %d of %d in %.1f s", last_error, attempt + 1,
@@ -290,18 +298,36 @@ class JudgingSummary:
     total: int
     skipped: int
     judged: int
-    malformed: int  # verdicts without a rating (score -1)
+    malformed: int  # verdicts without a rating in [1, 10] (score -1)
+
+
+def drop_missing_scores(output_file: str | os.PathLike) -> int:
+    """Remove the verdicts without a rating from ``output_file`` (so they are judged again); returns
+    how many were removed."""
+    from ..storage import atomic_file
+
+    records = read_jsonl_if_exists(output_file)
+    kept = [r for r in records if r.get("score") != MISSING_SCORE]
+    if len(kept) < len(records):
+        with atomic_file(output_file) as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in kept)
+    return len(records) - len(kept)
 
 
 def run_judging(matches: list[Match], client: ChatCompletionsClient, output_file: str | os.PathLike,
-                parallel: int = 1, max_tokens: int = 2048) -> JudgingSummary:
+                parallel: int = 1, max_tokens: int = 2048, rejudge_missing: bool = False) -> JudgingSummary:
     """Judge the matches not yet in ``output_file``, ``parallel`` requests at a time.
 
     Each judgment is appended the moment it arrives. On the first failure no new request is
-    started, the ones in flight finish and are kept, and the error is raised.
+    started, the ones in flight finish and are kept, and the error is raised. With
+    ``rejudge_missing``, earlier verdicts without a rating are removed and judged again.
     """
     if parallel < 1:
         raise InputError(f"--parallel must be at least 1, got {parallel}")
+    if rejudge_missing:
+        removed = drop_missing_scores(output_file)
+        if removed:
+            logger.info("%s: judging %d verdict(s) without a rating again", output_file, removed)
     done = judged_keys(output_file)
     pending = [m for m in matches if m.key not in done]
     summary = JudgingSummary(len(matches), len(matches) - len(pending), 0, 0)
@@ -330,7 +356,7 @@ def run_judging(matches: list[Match], client: ChatCompletionsClient, output_file
                 record = future.result()
                 appender.write(record)
                 summary.judged += 1
-                summary.malformed += record["score"] == -1
+                summary.malformed += record["score"] == MISSING_SCORE
                 progress.update(1)
                 if failure is None:
                     submit_next()

@@ -98,6 +98,8 @@ def load_questions(path: str | os.PathLike, begin: int | None = None, end: int |
     """Questions in file order, validated; ``[begin:end]`` selects a slice as FastChat's flags do."""
     records = read_jsonl(path, "question file")
     questions = [validate_question(path, n, r) for n, r in enumerate(records, 1)]
+    if begin is not None and end is not None and begin > end:
+        raise InputError(f"--question-begin {begin} is after --question-end {end}: no question selected")
     seen: set = set()
     for q in questions:
         if q["question_id"] in seen:

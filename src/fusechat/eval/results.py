@@ -1,7 +1,7 @@
 """MT-Bench results: mean judge score per model, per turn and per category, as tables and a PNG.
 
 The numbers are those of FastChat's ``show_result.py --mode single``: verdicts without a rating
-(score -1) are left out, every other judgment line counts once; the first- and second-turn means
+(score -1, or a score outside [1, 10] in a file written by another tool) are left out and counted, every other judgment line counts once; the first- and second-turn means
 are over that turn's judgments and the average over both. The per-category mean is over both
 turns of that category's questions.
 """
@@ -18,6 +18,7 @@ from ..storage import atomic_file
 from .jsonl import read_jsonl
 
 MISSING_SCORE = -1
+MIN_SCORE, MAX_SCORE = 1, 10
 
 
 @dataclass
@@ -38,6 +39,8 @@ class ScoreTables:
 
 def load_judgments(path: str | os.PathLike) -> list[dict]:
     judgments = read_jsonl(path, "judgment file")
+    if not judgments:
+        raise InputError(f"judgment file {path} holds no judgments (run gen_judgment first)")
     for lineno, record in enumerate(judgments, 1):
         for name in ("question_id", "model", "score", "turn"):
             if name not in record:
@@ -59,11 +62,17 @@ def score_tables(judgments: list[dict], categories: dict | None = None,
     per_model: dict[str, list[float]] = {}
     per_category: dict[str, dict[str, list[float]]] = {}
     tables = ScoreTables()
+    if model_list is not None:
+        judged = sorted({record["model"] for record in judgments})
+        missing = [m for m in model_list if m not in judged]
+        if missing:
+            raise InputError(f"--model-list: no judgments of {', '.join(map(repr, missing))} (judged models: "
+                             f"{', '.join(judged)})")
     for record in judgments:
         model = record["model"]
         if model_list is not None and model not in model_list:
             continue
-        if record["score"] == MISSING_SCORE:
+        if not MIN_SCORE <= record["score"] <= MAX_SCORE:
             tables.left_out[model] = tables.left_out.get(model, 0) + 1
             continue
         per_turn.setdefault((model, record["turn"]), []).append(record["score"])
@@ -113,7 +122,8 @@ def format_tables(tables: ScoreTables, bench_name: str = "mt_bench") -> str:
                        for c in tables.categories] for m in tables.by_category]
         out.append(_table(["model", *tables.categories], rows))
     for model, count in tables.left_out.items():
-        out.append(f"note: {count} judgment(s) of {model!r} had no rating (score -1) and are left out")
+        out.append(f"note: {count} judgment(s) of {model!r} had no rating in [1, 10] (score -1) and are left out "
+                   "(gen_judgment --rejudge-missing judges them again)")
     return "\n".join(out).lstrip("\n")
 
 

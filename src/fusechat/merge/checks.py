@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from ..errors import InputError
 from ..modeling import check_model_path
+from ..storage import check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -147,3 +148,11 @@ def check_config(config: MergeConfiguration, config_file: str, options: MergeOpt
         if cfg.get("hidden_size") != pivot_cfg.get("hidden_size"):
             raise InputError(f"{config_file}: {ref} has hidden size {cfg.get('hidden_size')}, the pivot "
                              f"{pivot} has {pivot_cfg.get('hidden_size')}")
+
+
+def check_output(config: MergeConfiguration, out_path: str) -> None:
+    """OUT_PATH is no model of the recipe (the merge would overwrite its weights) and no folder of the
+    user's; checked before any tensor is read."""
+    inputs = [str(ref.model.path) for ref in listed_models(config)]
+    inputs += [str(ref.lora.path) for ref in listed_models(config) if ref.lora is not None]
+    check_output_dir(out_path, "OUT_PATH", [p for p in inputs if Path(p).expanduser().exists()])

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -28,8 +27,8 @@ from mergekit.merge import run_merge
 from mergekit.options import MergeOptions
 
 from ..errors import InputError
-from ..storage import replace_path
-from .checks import check_config, listed_models, load_merge_config, local_config, pivot_model
+from ..storage import mark_output, replace_path, scratch_dir
+from .checks import check_config, check_output, listed_models, load_merge_config, local_config, pivot_model
 from .registry import SCE_NAME, VARM_NAME, register_methods
 from .varm import group_key
 from .varm_analysis import group_sums, variation_statistics
@@ -52,6 +51,7 @@ def merge_from_config(config_file: str, out_path: str, options: MergeOptions | N
     check_config(config, config_file, options)
     pivot = pivot_model(config)
     options = options_for_vocabulary(config, config_file, options)
+    check_output(config, out_path)
     if config.merge_method == VARM_NAME:
         supply_varm_variations(config, config_file, options)
     with staged_output(out_path) as work:
@@ -151,9 +151,9 @@ def staged_output(out_path: str) -> Iterator[Path]:
     """A staging folder with the final folder's name (mergekit titles the model card with it);
     on success it replaces ``out_path``, on failure it is removed."""
     final = Path(out_path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{final.name}.tmp-", dir=final.parent) as holder:
-        work = Path(holder) / final.name
+    with scratch_dir(final, "tmp") as holder:
+        work = holder / final.name
         work.mkdir()
         yield work
+        mark_output(work)
         replace_path(work, final)

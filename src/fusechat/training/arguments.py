@@ -283,7 +283,10 @@ def parse_args(argv: list[str] | None = None):
     if os.environ.get("RANK", "0") == "0":  # once per run, not once per process
         for notice in notices:
             logger.warning(notice)
-    model_args, data_args, training_args = make_parser().parse_args_into_dataclasses(args=argv)
+    *parsed, unknown = make_parser().parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if unknown:
+        raise InputError(f"unrecognized arguments: {' '.join(unknown)}")
+    model_args, data_args, training_args = parsed
     if not model_args.model_name_or_path:
         raise InputError("--model_name_or_path is required")
     if not data_args.data_path:

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import torch
 from tqdm.auto import tqdm
 
-from ..data import read_corpus, validate_records
+from ..data import log_problems, read_corpus, validate_records
 from ..errors import InputError
 from ..schema import (FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, IGNORE_INDEX, INDICES, LOGITS,
                       METRIC_CE, PER_STEP_FUSED_METRIC_CE, TOKEN_COLUMNS, train_split)
@@ -255,7 +255,8 @@ class ConversationRows(torch.utils.data.Dataset):
 
 def load_corpus_rows(path: str, tokenizer, data_args, max_length: int, shuffle: bool,
                      separator: str | None = None) -> ConversationRows:
-    records, _ = validate_records(read_corpus(path))
+    records, problems = validate_records(read_corpus(path))
+    log_problems(problems, path)
     if shuffle:
         records = random.Random(SHUFFLE_SEED).sample(records, len(records))
     return ConversationRows(records, tokenizer, data_args.conv_temp, max_length, data_args.mask_instruction,

@@ -18,8 +18,11 @@ from pathlib import Path
 from ..errors import run_cli
 from ..modeling import (check_model_path, keep_legacy_flag, load_causal_lm, load_config, load_tokenizer,
                         model_turn_separator)
+from ..provenance import check_sets_tokenizer
+from ..storage import check_writable, split_paths
 from ..templates import chat_template_jinja, get_template, tokenizer_adds_bos
 from .arguments import parse_args
+from .checkpoints import check_resume_checkpoint, latest_complete_checkpoint
 from .collator import TrainCollator
 from .datasets import build_sets
 from .trainer import FuseTrainer, MicroBatchMeanTrainer
@@ -44,14 +47,18 @@ def row_log_path(output_dir: str) -> str | None:
 
 def main(argv: list[str] | None = None):
     """Train; return the Trainer (its ``state`` holds the logged losses)."""
-    from transformers.trainer_utils import get_last_checkpoint
 
     model_args, data_args, args = parse_args(argv)
     check_model_path(model_args.model_name_or_path)
+    check_writable(args.output_dir, "--output_dir")
     config = load_config(model_args.model_name_or_path, args.model_max_length, args.cache_dir)
     tokenizer = load_tokenizer(model_args.model_name_or_path, args.model_max_length, args.cache_dir)
     separator = model_turn_separator(model_args.model_name_or_path, tokenizer, data_args.separator, args.cache_dir)
     attach_chat_template(tokenizer, data_args.conv_temp, separator)
+    check_sets_tokenizer(split_paths(data_args.data_path) + split_paths(data_args.eval_data_path or ""), tokenizer,
+                         model_args.model_name_or_path)
+    if args.resume_from_checkpoint:
+        check_resume_checkpoint(args.resume_from_checkpoint)
     # All data checks happen here, before the model is loaded.
     vocab_size = config.get_text_config().vocab_size
     train_set, eval_set = build_sets(data_args, args, tokenizer, vocab_size, separator)
@@ -69,8 +76,8 @@ def main(argv: list[str] | None = None):
                             data_collator=collator, processing_class=tokenizer)
 
     checkpoint = args.resume_from_checkpoint
-    if checkpoint is None and Path(args.output_dir).is_dir():
-        checkpoint = get_last_checkpoint(args.output_dir)
+    if checkpoint is None:
+        checkpoint = latest_complete_checkpoint(args.output_dir)
     if checkpoint:
         logger.info("resuming from %s", checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
