@@ -46,8 +46,10 @@ def assert_one_error(code: int, err: str, expected_start: str, prog: str | None 
     assert "Traceback" not in err, err
     lines = error_lines(err)
     assert len(lines) == 1, err
-    prefix = f"{prog}: error: " if prog else "error: "
-    assert lines[0].startswith(prefix + expected_start), lines[0]
+    if prog:
+        assert lines[0].startswith(f"{prog}: error: {expected_start}"), lines[0]
+    else:  # any program name before "error: "
+        assert lines[0][lines[0].index("error: "):].startswith(f"error: {expected_start}"), lines[0]
     return lines[0]
 
 

@@ -159,8 +159,7 @@ def test_distribution_alignment_with_unequal_set_lists_is_named(rep_sets, tmp_pa
     base = f"{rep_sets / 'pivot_rep'},{rep_sets / 'pivot_rep'}"
     code, err = run_script(capsys, align_token_and_vocab.main, align_argv(
         pivot_path, diff_vocab_source_path, base, rep_sets / "qwen_rep", tmp_path / "aligned"))
-    assert_one_error(code, err, "--do_distribution_alignment takes one set in --base_dataset_dir and one in "
-                                "--blending_dataset_dir; got 2 and 1")
+    assert_one_error(code, err, "--base_dataset_dir lists 2 sets but --blending_dataset_dir 1")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -271,6 +271,9 @@ class AlignmentCounts:
         return matrix
 
 
+UNREADABLE_NPZ = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # a truncated file: BadZipFile
+
+
 def save_count_matrix(path: str | os.PathLike, matrix) -> None:
     """Write the count matrix as a scipy ``.npz`` (CSR), atomically."""
     with atomic_file(path, "wb") as handle:
@@ -285,7 +288,7 @@ def check_count_matrix(path: str | os.PathLike, base_size: int, blending_size: i
     try:
         with np.load(p) as members:  # scipy's .npz keeps the shape in its own member
             shape = tuple(int(n) for n in members["shape"])
-    except (OSError, ValueError, KeyError) as exc:
+    except UNREADABLE_NPZ as exc:
         raise InputError(f"--token_alignment_matrix_file {p}: not a scipy sparse .npz ({exc})") from None
     if shape != (base_size, blending_size):
         raise InputError(
@@ -300,7 +303,7 @@ def load_count_matrix(path: str | os.PathLike, base_size: int, blending_size: in
     p = check_count_matrix(path, base_size, blending_size)
     try:
         return sparse.csr_matrix(sparse.load_npz(p))
-    except (OSError, ValueError, KeyError) as exc:
+    except UNREADABLE_NPZ as exc:
         raise InputError(f"--token_alignment_matrix_file {p}: not a scipy sparse .npz ({exc})") from None
 
 
