@@ -139,7 +139,7 @@ def demo(tmp_path_factory, pivot_path, same_vocab_source_path, smollm2_path):
     env = {k: v for k, v in os.environ.items()
            if k not in ("PIVOT", "SOURCES", "TEACHER", "DATA_PATH", "OVERWRITE", "MODELS", "MERGE", "SFT_CKPT_DIR")}
     env.update(WORK_DIR=str(work), HF_HUB_OFFLINE="1", MAX_STEPS=str(DEMO_STEPS))
-    result = subprocess.run([str(REPO / "scripts" / "demo.sh")], env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run([str(REPO / "scripts" / "demo.sh")], env=env, capture_output=True, text=True, timeout=3600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return {"work": work, "env": env, "stdout": result.stdout,
             "summary": json.loads((work / "logs" / "demo_summary.json").read_text())}
@@ -227,7 +227,7 @@ def test_demo_rerun_reuses_every_output(demo):
     merged = demo["work"] / "checkpoints" / f"{PIVOT}_fusechat-sce"
     before = (merged / "config.json").stat().st_mtime_ns
     result = subprocess.run([str(REPO / "scripts" / "demo.sh")], env=demo["env"], capture_output=True, text=True,
-                            timeout=600)
+                            timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((demo["work"] / "logs" / "demo_summary.json").read_text())
     assert all(s["ran"] == 0 for s in summary["stages"].values())

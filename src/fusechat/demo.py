@@ -321,6 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _read_json_input(path: str | None, what: str):
+    if not path:
+        return None
+    if not Path(path).is_file():
+        raise InputError(f"{what} not found: {path}")
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "vocab":
@@ -336,18 +344,11 @@ def main(argv: list[str] | None = None) -> None:
         print(answer)
     elif args.command == "summary":
         summary = summarize(read_steps(args.steps))
-        answer = None
-        if args.answer:
-            if not Path(args.answer).is_file():
-                raise InputError(f"answer file not found: {args.answer}")
-            answer = json.loads(Path(args.answer).read_text(encoding="utf-8"))
-            summary["answer"] = answer
-        heldout = None
-        if args.heldout:
-            if not Path(args.heldout).is_file():
-                raise InputError(f"held-out measures not found: {args.heldout}")
-            heldout = json.loads(Path(args.heldout).read_text(encoding="utf-8"))
-            summary["heldout"] = heldout
+        answer = _read_json_input(args.answer, "answer file")
+        heldout = _read_json_input(args.heldout, "held-out measures")
+        for key, value in (("answer", answer), ("heldout", heldout)):
+            if value is not None:
+                summary[key] = value
         if args.json:
             write_json(args.json, summary)
         print(format_summary(summary, answer, heldout))
