@@ -43,7 +43,7 @@ def build_pivot(name: str, models: Path) -> Path:
     return fixtures.build_tiny_model(name, out)
 
 
-def build_pivot_or_fixture(name: str) -> Path:
+def cached_fixture(name: str) -> Path:
     from fusechat import fixtures
 
     return fixtures.build_tiny_model(name)
@@ -80,12 +80,15 @@ def main() -> None:
     weights = [float(w) for w in args.weights.split(",")]
     if 1.0 not in weights:
         weights.insert(0, 1.0)
+    # The demo's settings, given to scripts/pairwise_fusion.sh too (alone it has the published defaults).
     base_env = dict(os.environ, WORK_DIR=str(work), SOURCES=TEACHER, TEACHER=TEACHER, MERGE="0",
                     MAX_STEPS=str(args.steps), TRAIN_BATCH_SIZE=str(args.batch_size),
-                    MODEL_MAX_LENGTH=str(args.max_length), LEARNING_RATE=args.learning_rate, GPUS="")
+                    MODEL_MAX_LENGTH=str(args.max_length), LEARNING_RATE=args.learning_rate, GPUS="",
+                    SPLIT_NUM="1", GRAD_ACCUM="1", WARMUP_RATIO="0", SAVE_STRATEGY="no", NUM_WORKERS="1",
+                    HF_HUB_OFFLINE="1")
     teacher = work / "models" / TEACHER  # converted once into the fixture cache, linked here
     if not teacher.exists():
-        teacher.symlink_to(build_pivot_or_fixture(TEACHER), target_is_directory=True)
+        teacher.symlink_to(cached_fixture(TEACHER), target_is_directory=True)
     results = {}
     started = time.time()
     for pivot in args.pivots.split(","):
@@ -115,6 +118,7 @@ def main() -> None:
         results[pivot] = {"alignment_share": pair["alignment_quality"], "source_share": pair["source_share"],
                           "rows": heldout["rows"], "before": heldout["models"]["before"],
                           "teacher": heldout["models"]["teacher"], "runs": measured["models"]}
+        (work / f"fusion_quality_{pivot}.json").write_text(json.dumps(results[pivot], indent=2))
     elapsed = time.time() - started
     (work / "fusion_quality.json").write_text(json.dumps(results, indent=2))
     print_table(results, seeds, weights, args)
