@@ -96,7 +96,7 @@ mkdir -p "$HELDOUT_DIR/aligned_representations"
 for file in "${pair}_token_alignment_matrix.npz" "${pair}_blending_to_base.json"; do
   if [[ -f "$ALIGNED_DIR/$file" ]]; then cp -p "$ALIGNED_DIR/$file" "$HELDOUT_DIR/aligned_representations/$file"; fi
 done
-if [[ "$("$PYTHON" -m fusechat.demo vocab "$(model_dir "$PIVOT")" "$(model_dir "$TEACHER")")" == same ]]; then
+if [[ "$("$PYTHON" -m fusechat.drivers vocab "$(model_dir "$PIVOT")" "$(model_dir "$TEACHER")")" == same ]]; then
   align_driver=align_same_vocab.sh
 else
   align_driver=align_diff_vocab.sh
