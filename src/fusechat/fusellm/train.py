@@ -101,9 +101,8 @@ def load_packed(paths: str, split: str, req: PackedRequirements, limit: int | No
                              f"'train' and 'validation' splits")
         if split not in loaded:
             raise InputError(f"--dataset_name {folder}: no '{split}' split (found {list(loaded)})")
-        dataset = loaded[split].select_columns(list(req.columns))
-        check_packed_set(dataset, f"{folder} [{split}]", req)
-        sets.append(dataset)
+        check_packed_set(loaded[split], f"{folder} [{split}]", req)
+        sets.append(loaded[split].select_columns(list(req.columns)))
     if not sets:
         raise InputError("--dataset_name: no dataset folder given")
     dataset = sets[0] if len(sets) == 1 else concatenate_datasets(sets)
@@ -115,9 +114,10 @@ def load_packed(paths: str, split: str, req: PackedRequirements, limit: int | No
 def optimizer_record(args) -> dict:
     """Which optimizer and schedule this run uses (12.6.5, DESIGN.md 12.8 #21)."""
     if args.paper_optimizer:
-        return {"optimizer": f"{args.optim} betas ({args.adam_beta1}, {args.adam_beta2}) eps {args.adam_epsilon}, "
+        optim, schedule = (getattr(v, "value", v) for v in (args.optim, args.lr_scheduler_type))
+        return {"optimizer": f"{optim} betas ({args.adam_beta1}, {args.adam_beta2}) eps {args.adam_epsilon}, "
                              f"no decay on norms and biases",
-                "schedule": f"{args.lr_scheduler_type} (Trainer)", "source": "--paper_optimizer"}
+                "schedule": f"{schedule} (Trainer)", "source": "--paper_optimizer"}
     return {"optimizer": "AdamW betas (0.9, 0.999) eps 1e-08, weight decay on every parameter",
             "schedule": "WarmupDecayLR (log warm-up, linear decay to 0)",
             "source": "DeepSpeed config" if args.deepspeed else "released DeepSpeed config, reproduced without DeepSpeed"}

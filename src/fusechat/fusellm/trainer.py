@@ -46,10 +46,10 @@ class DistillTrainer(Trainer):
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         log_probs = torch.log_softmax(outputs.logits.float(), dim=-1)
         lambda_ = self.args.lm_loss_weight
-        if self.fusion_mode is None:  # --do_distill without a fusion flag: lambda * LM, as the reference
+        if self.fusion_mode is None:  # CLM; --do_distill without a fusion flag gives lambda * LM, as the reference
             lm = lm_loss(log_probs, labels)
             distill = torch.zeros_like(lm)
-            loss = lambda_ * lm
+            loss = lambda_ * lm if self.args.do_distill else lm
         else:
             lm, distill = lm_and_fuse_losses(
                 log_probs, labels, None, targets["target_ids"], targets["target_mask"],
