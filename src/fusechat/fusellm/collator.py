@@ -52,34 +52,44 @@ class DistillCollator:
             batch.update(self.targets(table, batch["input_ids"].shape[1]))
         return batch
 
-    def teacher_lists(self, table: pa.Table, width: int) -> dict[str, tuple[torch.Tensor, ...]]:
-        """(ids, probs, mask) [B, width, K] of every candidate (empty aligned lists take the pivot's)."""
+    def teacher_lists(self, table: pa.Table, width: int, teachers=None, rows=None) -> dict[str, tuple]:
+        """(ids, probs, mask) [B, width, K] of each of ``teachers`` (default: the candidates).
+
+        Empty aligned lists take the pivot's; with ``rows`` ([B] bool per teacher), rows outside
+        it get the pivot's lists (so that one array can hold each row's chosen teacher).
+        """
         lengths = list_lengths(_array(table, "input_ids"))
         pivot = self._topk(table, PIVOT, lengths)
         out = {}
-        for teacher in self.candidates:
+        for teacher in teachers or self.candidates:
             own = pivot if teacher == PIVOT else self._topk(table, teacher, lengths)
-            use_own = np.full(len(lengths), teacher != PIVOT)
+            use_own = np.full(len(lengths), teacher != PIVOT) if rows is None else rows[teacher]
             logits, ids, mask = topk_targets(lengths, width, width, pivot, own, use_own)
-            logits, ids, mask = torch.from_numpy(logits), torch.from_numpy(ids), torch.from_numpy(mask)
             out[teacher] = (ids, teacher_probabilities(logits, mask, self.temperature), mask)
         return out
 
     def targets(self, table: pa.Table, width: int) -> dict[str, torch.Tensor]:
-        lists = self.teacher_lists(table, width)
-        teachers = [lists[t] for t in self.candidates]
         metrics = np.stack([_array(table, teacher_columns(t)[2]).to_numpy(zero_copy_only=False)
                             for t in self.candidates], axis=-1)
         row_rewards = teacher_rewards(metrics)
         if self.mode == "greater":
-            choice = greater_choice(row_rewards, PIVOT in self.candidates)
-            ids, probs, mask = select_rows(choice, teachers)
-            chosen = torch.tensor([TEACHERS.index(self.candidates[c]) for c in choice.tolist()])
+            choice = np.array([self.candidates[c] for c in greater_choice(row_rewards, PIVOT in self.candidates)])
+            # Only the chosen teachers' lists are built: one array per teacher that some row chose.
+            chosen = list(dict.fromkeys(choice.tolist()))
+            lists = self.teacher_lists(table, width, chosen, {t: choice == t for t in chosen})
+            if len(chosen) == 1:
+                ids, probs, mask = lists[chosen[0]]
+            else:
+                which = np.array([chosen.index(t) for t in choice])
+                ids, probs, mask = select_rows(which, [lists[t] for t in chosen])
+            choice_index = torch.tensor([TEACHERS.index(t) for t in choice])
         else:
-            ids, probs, mask = weighted_union(weighted_weights(row_rewards), teachers)
-            chosen = torch.full((table.num_rows,), -1)
-        return {"target_ids": ids, "target_probs": probs, "target_mask": mask, "teacher_choice": chosen,
-                "teacher_reward": soft_reward(row_rewards, self.mode)}
+            lists = self.teacher_lists(table, width)
+            ids, probs, mask = weighted_union(weighted_weights(row_rewards), [lists[t] for t in self.candidates])
+            choice_index = torch.full((table.num_rows,), -1)
+        return {"target_ids": torch.from_numpy(ids), "target_probs": torch.from_numpy(probs),
+                "target_mask": torch.from_numpy(mask),
+                "teacher_choice": choice_index, "teacher_reward": soft_reward(row_rewards, self.mode)}
 
     def _topk(self, table: pa.Table, teacher: str, lengths: np.ndarray) -> TopK:
         logits_column, ids_column, _ = teacher_columns(teacher)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from numba import njit
 
 from ..errors import InputError
 from ..training.fuse_loss import rewards
@@ -66,48 +67,91 @@ def soft_reward(row_rewards: torch.Tensor, mode: str) -> torch.Tensor:
     return row_rewards.mean(dim=-1)
 
 
-def teacher_probabilities(logits: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """bf16(softmax(bf16(bf16(logits) / T))) over each list's valid entries; float32 holding bf16 values."""
-    scaled = logits.to(torch.bfloat16) / temperature  # bf16 result, as the reference divides a bf16 tensor
-    scaled = scaled.float().masked_fill(~mask, float("-inf"))
-    probs = torch.softmax(scaled, dim=-1).masked_fill(~mask, 0.0)
-    return probs.to(torch.bfloat16).float()
+def round_bf16(values: np.ndarray) -> np.ndarray:
+    """float32 values rounded to the nearest bfloat16 (ties to even), kept as float32."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    return rounded.view(np.float32)
 
 
-def select_rows(choice: torch.Tensor, teachers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
+def teacher_probabilities(logits: np.ndarray, mask: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """bf16(softmax(bf16(bf16(logits) / T))) over each list's valid entries (float32, bf16 values; 0 elsewhere).
+
+    The softmax runs in float32, as torch's bf16 softmax does internally (a compiled loop here:
+    torch's softmax over lists of 10 costs more than the whole rest of the collator).
+    """
+    x = round_bf16(round_bf16(logits) / np.float32(temperature))
+    probs = np.zeros_like(x)
+    _softmax_lists(x.reshape(-1, x.shape[-1]), mask.reshape(-1, x.shape[-1]), probs.reshape(-1, x.shape[-1]))
+    return round_bf16(probs)
+
+
+@njit(cache=True, nogil=True)
+def _softmax_lists(x, mask, out):
+    """Per row: float32 softmax over the entries where ``mask`` is set (rows without one stay 0)."""
+    for p in range(x.shape[0]):
+        top = np.float32(-np.inf)
+        for j in range(x.shape[1]):
+            if mask[p, j] and x[p, j] > top:
+                top = x[p, j]
+        total = np.float32(0.0)
+        for j in range(x.shape[1]):
+            if mask[p, j]:
+                out[p, j] = np.float32(np.exp(x[p, j] - top))
+                total += out[p, j]
+        for j in range(x.shape[1]):
+            if mask[p, j]:
+                out[p, j] = out[p, j] / total
+
+
+def select_rows(choice: np.ndarray, teachers: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
     """Per row b, the (ids, probs, mask) of teacher ``choice[b]``; lists padded to a common width."""
     width = max(ids.shape[-1] for ids, _, _ in teachers)
-    padded = [tuple(_pad_last(t, width) for t in teacher) for teacher in teachers]
+    rows = np.arange(len(choice))
     out = []
     for part in range(3):
-        stacked = torch.stack([teacher[part] for teacher in padded])  # [C, B, T, K]
-        out.append(stacked[choice, torch.arange(len(choice))])
+        stacked = np.stack([np.pad(t[part], ((0, 0), (0, 0), (0, width - t[part].shape[-1]))) for t in teachers])
+        out.append(stacked[choice, rows])  # [C, B, T, K] -> [B, T, K]
     return tuple(out)
 
 
-def _pad_last(tensor: torch.Tensor, width: int) -> torch.Tensor:
-    return torch.nn.functional.pad(tensor, (0, width - tensor.shape[-1]))
-
-
-def weighted_union(weights: torch.Tensor, teachers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
+def weighted_union(weights: torch.Tensor, teachers: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
     """Sparse form of sum_X w_X * dist_X (bf16, left to right in candidate order).
 
     weights: [B, C] bf16; teachers: C x (ids, probs, mask) of [B, T, K_X] with distinct ids per list.
-    Returns (ids, probs, mask) [B, T, sum K_X]: every id appears once (its first occurrence);
-    the value at an id is the bf16 chain over the teachers, with 0 for a teacher that lacks it.
+    Returns (ids, probs, mask) [B, T, sum K_X]: every id of a position once, in order of first
+    appearance; its value is bf16(...bf16(bf16(w_0 p_0) + bf16(w_1 p_1)) + ...), with p_X = 0 for a
+    teacher that lacks the id (adding 0 changes nothing, so this is the dense sum at that id).
     """
-    ids = torch.cat([t[0] for t in teachers], dim=-1)
-    valid = torch.cat([t[2] for t in teachers], dim=-1)
-    same = (ids.unsqueeze(-1) == ids.unsqueeze(-2)) & valid.unsqueeze(-1) & valid.unsqueeze(-2)  # [B, T, U, U]
-    earlier = torch.ones(same.shape[-2:], dtype=torch.bool).tril(-1)  # [u, e]: entry e comes before slot u
-    first = valid & ~(same & earlier).any(-1)
-    total = torch.zeros(ids.shape, dtype=torch.bfloat16)
+    width = sum(ids.shape[-1] for ids, _, _ in teachers)
+    b, t = teachers[0][0].shape[:2]
+    ids = np.zeros((b, t, width), np.int64)
+    valid = np.zeros((b, t, width), bool)
+    at_union = np.zeros((len(teachers), b, t, width), np.float32)  # each teacher's probability at each slot
     for c, (teacher_ids, probs, mask) in enumerate(teachers):
-        # The teacher's probability at each union id (0 where it has none; at most one match per list).
-        match = (ids.unsqueeze(-1) == teacher_ids.unsqueeze(-2)) & mask.unsqueeze(-2)
-        at_union = (match * probs.unsqueeze(-2)).sum(-1).to(torch.bfloat16)
-        total = total + weights[:, c, None, None] * at_union  # each product and sum rounded to bf16
-    return torch.where(first, ids, 0), total.float().masked_fill(~first, 0.0), first
+        _merge_lists(teacher_ids.astype(np.int64, copy=False), probs, mask, ids, valid, at_union[c])
+    w = weights.float().numpy()
+    total = np.zeros((b, t, width), np.float32)
+    for c in range(len(teachers)):
+        total = round_bf16(total + round_bf16(w[:, c, None, None] * at_union[c]))
+    return ids, np.where(valid, total, np.float32(0.0)), valid
+
+
+@njit(cache=True, nogil=True)
+def _merge_lists(teacher_ids, probs, mask, ids, valid, out):
+    """Add one teacher's lists to the per-position union (ids, valid); its probabilities go to ``out``."""
+    for b in range(teacher_ids.shape[0]):
+        for t in range(teacher_ids.shape[1]):
+            for k in range(teacher_ids.shape[2]):
+                if not mask[b, t, k]:
+                    continue
+                slot = 0
+                while slot < ids.shape[2] and valid[b, t, slot] and ids[b, t, slot] != teacher_ids[b, t, k]:
+                    slot += 1
+                if not valid[b, t, slot]:
+                    ids[b, t, slot] = teacher_ids[b, t, k]
+                    valid[b, t, slot] = True
+                out[b, t, slot] = probs[b, t, k]
 
 
 def distill_weight(fusion_type: str, lm_loss_weight: float, global_step: int = 0, max_steps: int = 1,

@@ -120,7 +120,7 @@ def optimizer_record(args) -> dict:
                 "schedule": f"{schedule} (Trainer)", "source": "--paper_optimizer"}
     return {"optimizer": "AdamW betas (0.9, 0.999) eps 1e-08, weight decay on every parameter",
             "schedule": "WarmupDecayLR (log warm-up, linear decay to 0)",
-            "source": "DeepSpeed config" if args.deepspeed else "released DeepSpeed config, reproduced without DeepSpeed"}
+            "source": "DeepSpeed config" if args.deepspeed else "the released DeepSpeed config, reproduced"}
 
 
 def main(argv: list[str] | None = None):

@@ -71,7 +71,8 @@ class FuseLLMTrainingArguments(transformers.Seq2SeqTrainingArguments):
     distill_with_aligned_model_1: bool = field(default=True, metadata={"help": "Source 1 is a candidate."})
     distill_loss_type: str = field(default="ce", metadata={"help": "ce or kl."})
     distill_teacher_temperature: float = field(default=1.0, metadata={"help": "T of the teacher softmax."})
-    lm_loss_weight: float = field(default=1.0, metadata={"help": "lambda: loss = lambda * LM + (1 - lambda) * distill."})
+    lm_loss_weight: float = field(default=1.0, metadata={
+        "help": "lambda: loss = lambda * LM + (1 - lambda) * distill."})
     distill_greater_as_gt: bool = field(default=False, metadata={
         "help": "MinCE: per packed row, the teacher with the lowest CE."})
     distill_greater_as_gt_type: str = field(default="hard", metadata={"help": "hard, hard_and_decay or soft."})
@@ -83,7 +84,8 @@ class FuseLLMTrainingArguments(transformers.Seq2SeqTrainingArguments):
                 "--adam_beta2 0.95 as published) instead of what the released DeepSpeed config runs "
                 "(AdamW 0.9/0.999, WarmupDecayLR)."})
     # The collator picks its own columns from each row, so Trainer must not drop any.
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the collator needs the teacher columns."})
+    remove_unused_columns: bool = field(default=False, metadata={
+        "help": "Kept False: the collator needs the teacher columns."})
 
     def __post_init__(self):
         if self.remove_unused_columns:
