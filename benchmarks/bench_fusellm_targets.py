@@ -23,6 +23,7 @@ import time
 import numpy as np
 import pyarrow as pa
 import torch
+from bench_fuse_loss import best_of  # benchmarks run as scripts: their folder is on the path
 
 from fusechat.fusellm.collator import DistillCollator
 from fusechat.fusellm.distill import greater_choice, teacher_rewards, weighted_weights
@@ -98,15 +99,6 @@ def dense_loss(rows, dense, log_probs, mask, mode: str) -> torch.Tensor:
             target = target + weights[:, n, None, None] * dense[n]
     per_position = -(target.float() * log_probs).sum(-1)
     return (per_position * mask).sum() / mask.sum()
-
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
