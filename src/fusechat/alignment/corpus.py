@@ -65,15 +65,16 @@ def token_alignment_batch(batch, base: TokenizerSpec, blending: TokenizerSpec, b
     return {ALIGNMENT_COLUMN: alignments}
 
 
-def carried_positions(base_ids: Sequence[int], fused_logits, fused_indices) -> int:
+def carried_positions(base_ids: Sequence[int], fused_logits, fused_indices, onehot_offset: int = 1) -> int:
     """Positions whose fused entry is the source's distribution, not ONE-HOT (a single logit 1.0 on
-    the next base id) and not EMPTY: the quality figure of an alignment."""
+    the next base id; ``onehot_offset`` 0: on the current one, FuseLLM's fallback) and not EMPTY:
+    the quality figure of an alignment."""
     last = len(base_ids) - 1
     count = 0
     for i, (logits, ids) in enumerate(zip(fused_logits, fused_indices)):
         if not ids:
             continue
-        if len(ids) == 1 and logits[0] == 1.0 and ids[0] == base_ids[min(i + 1, last)]:
+        if len(ids) == 1 and logits[0] == 1.0 and ids[0] == base_ids[min(i + onehot_offset, last)]:
             continue
         count += 1
     return count
