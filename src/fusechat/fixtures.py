@@ -84,6 +84,19 @@ def _build_qwen_tokenizer(out: Path) -> None:
     tok.save_pretrained(str(out))
 
 
+def _build_plain_sentencepiece_tokenizer(out: Path, model_file: str) -> None:
+    """A mistral_common SentencePiece model as a plain Llama tokenizer (eos ``</s>``, no added tokens)."""
+    from transformers import LlamaTokenizer
+
+    staging = out / "_spm"
+    staging.mkdir()
+    shutil.copy(_package_file("mistral_common", "data", model_file), staging / "tokenizer.model")
+    tok = LlamaTokenizer.from_pretrained(str(staging), legacy=True, add_bos_token=True, add_eos_token=False)
+    shutil.rmtree(staging)
+    tok.init_kwargs["legacy"] = True
+    tok.save_pretrained(str(out))
+
+
 def _attach_chat_template(tok, template_name: str) -> None:
     from .templates import chat_template_jinja, get_template, tokenizer_adds_bos
 
@@ -103,6 +116,10 @@ class TinyModelSpec:
     # these make the sources beat the pivot on roughly half of the sample conversations, so that the
     # MinCE choice of the demo goes both ways.
     initializer_range: float = 0.2
+    # FuseLLM fixtures: the EOS the tokenizer is saved with (None: the kind's own), and the logit
+    # width when it exceeds the tokenizer (MPT's 50432 rows for 50277 entries).
+    eos_token: str | None = None
+    logit_width: int | None = None
 
     @property
     def cache_key(self) -> str:
@@ -128,6 +145,27 @@ TINY_MODELS = {
     ]
 }
 PIVOT, SAME_VOCAB_SOURCE, DIFF_VOCAB_SOURCE = TINY_MODELS
+
+# FuseLLM (DESIGN.md 12): a pivot and two sources, three different real vocabularies. The names
+# stand for the released models; the vocabularies are the nearest offline stand-ins.
+TOKENIZER_BUILDERS["mistral"] = lambda out: _build_plain_sentencepiece_tokenizer(out, "tokenizer.model.v1")
+TOKENIZER_BUILDERS["mistral-v3"] = lambda out: _build_plain_sentencepiece_tokenizer(
+    out, "mistral_instruct_tokenizer_240323.model.v3")
+FUSELLM_TINY_MODELS = {
+    spec.name: spec
+    for spec in [
+        # Llama-2-7B stand-in: SentencePiece "▁", 32000 ids, eos "</s>".
+        TinyModelSpec("llama-2-7b-tiny", "mistral", "mistral", 64, 2, seed=11, template="none",
+                      initializer_range=0.3),
+        # OpenLLaMA-7B-v2 stand-in: another SentencePiece vocabulary (32768 ids).
+        TinyModelSpec("open_llama_7b_v2-tiny", "mistral-v3", "mistral", 64, 2, seed=12, template="none",
+                      initializer_range=0.25),
+        # MPT-7B stand-in: byte-level "Ġ" BPE, eos "<|endoftext|>", logit width above the vocabulary.
+        TinyModelSpec("mpt-7b-tiny", "qwen", "qwen2", 64, 2, seed=13, template="none",
+                      initializer_range=0.21, eos_token="<|endoftext|>", logit_width=151936),
+    ]
+}
+FUSELLM_PIVOT, FUSELLM_SOURCE_0, FUSELLM_SOURCE_1 = FUSELLM_TINY_MODELS
 
 
 def build_tokenizer(kind: str, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -177,14 +215,17 @@ def build_tiny_model(name: str, out_dir: str | os.PathLike | None = None,
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if name not in TINY_MODELS:
-        raise InputError(f"unknown fixture model {name!r}; choose from {sorted(TINY_MODELS)}")
-    spec = TINY_MODELS[name]
+    specs = {**TINY_MODELS, **FUSELLM_TINY_MODELS}
+    if name not in specs:
+        raise InputError(f"unknown fixture model {name!r}; choose from {sorted(specs)}")
+    spec = specs[name]
     path = Path(out_dir) if out_dir else Path(cache_dir or default_cache_dir()) / f"{name}-{spec.cache_key}"
     if (path / "config.json").exists() and (path / "model.safetensors").exists():
         return path
     tok = AutoTokenizer.from_pretrained(str(build_tokenizer(spec.tokenizer, cache_dir)))
-    config = _model_config(spec, len(tok), tok)
+    if spec.eos_token:
+        tok.eos_token = spec.eos_token
+    config = _model_config(spec, spec.logit_width or len(tok), tok)
     with atomic_dir(path) as tmp:
         torch.manual_seed(spec.seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

@@ -86,6 +86,9 @@ class CaptureOptions:
     batch_size: int = 8
     per_token_metric: bool = False
     no_assert: bool = False
+    # FuseLLM (DESIGN.md 12.2) computes metric_ce in float16 tensor arithmetic; FuseChat's capture
+    # takes the float32 mean.
+    float16_metric: bool = False
 
 
 def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -104,6 +107,15 @@ def pad_rows(rows: list[list[int]], value: int):
     for i, r in enumerate(rows):
         out[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
     return out
+
+
+def float16_mean(values: np.ndarray) -> float:
+    """Mean as torch computes it on float16 CUDA tensors: each value rounded to float16, the sum
+    accumulated in float32 and rounded to float16, the quotient rounded to float16; NaN if empty."""
+    if values.size == 0:
+        return math.nan
+    total = np.float16(values.astype(np.float16).astype(np.float32).sum(dtype=np.float32))
+    return float(np.float16(np.float32(total) / np.float32(values.size)))
 
 
 def next_token_stats(logits, next_labels, top_k: int):
@@ -198,7 +210,10 @@ def capture_batch(model, chunker: ChunkedLogits, rows: list[dict], pad_id: int, 
         length = len(row["input_ids"])
         steps = ce[i, : length - 1]
         counted = steps[~np.isnan(steps)]
-        metric = float(counted.mean()) if counted.size else math.nan
+        if options.float16_metric:
+            metric = math.nan if i in nan_rows else float16_mean(counted)
+        else:
+            metric = float(counted.mean()) if counted.size else math.nan
         if math.isnan(metric) and not options.no_assert:
             raise InputError(
                 f"conversation {row[ID]!r}: metric_ce is NaN (no labelled next-token position"
