@@ -33,6 +33,7 @@ DATASET="${DATASET:-$WORK_DIR/data/minipile}"
 CORPUS_NAME="${CORPUS_NAME:-minipile}"
 PACKED_DIR="${PACKED_DIR:-$WORK_DIR/packed_representations}"
 BLOCK_SIZE="${BLOCK_SIZE:-2048}"               # split threshold BLOCK_SIZE - 48; packed row length
+DATASET_SAMPLE_PROP="${DATASET_SAMPLE_PROP:-}"  # debug: keep the first rows of every split (split_long_text.py)
 FORWARD_BATCH_SIZE="${FORWARD_BATCH_SIZE:-8}"
 TOP_K="${TOP_K:-10}"
 LOAD_IN_HALF="${LOAD_IN_HALF:-$(gpu_default bf16 none)}"
@@ -85,7 +86,8 @@ run_step fusellm_split "$CORPUS_NAME" "$split_set" \
   "$PYTHON" "$UTILS/split_long_text.py" \
   --base_model_name_or_path "$(model_dir "$PIVOT")" --blending_model_name_or_path "$(model_dir "$SOURCE_0")" \
   --another_blending_model_name_or_path "$(model_dir "$SOURCE_1")" --dataset "$DATASET" \
-  --dataset_save_dir "$split_set" --block_size "$BLOCK_SIZE" --preprocessing_num_workers "$NUM_WORKERS"
+  --dataset_save_dir "$split_set" --block_size "$BLOCK_SIZE" --preprocessing_num_workers "$NUM_WORKERS" \
+  ${DATASET_SAMPLE_PROP:+--dataset_sample_prop "$DATASET_SAMPLE_PROP"}
 
 # 2. Top-k logits and the sequence CE of every model on every shard (one shard per GPU group).
 forward() {  # forward MODEL:INDEX
