@@ -160,9 +160,7 @@ else
   device_args=(--use_cpu True)
 fi
 read -r -a extra <<<"$TRAIN_EXTRA_ARGS"
-train_done=""
-if [[ -f "$CKPT/config.json" ]]; then train_done="$CKPT/config.json"; fi
-run_step fusellm_train "$(basename "$CKPT")" "$train_done" \
+run_step fusellm_train "$(basename "$CKPT")" "$CKPT/config.json" \
   "${launcher[@]}" --training_mode full --model_name_or_path "$(model_dir "$PIVOT")" \
   --output_dir "$CKPT" --model_max_length "$BLOCK_SIZE" --logging_steps 1 --save_strategy steps \
   --save_steps "$SAVE_STEPS" --save_total_limit 1 --evaluation_strategy steps --per_device_eval_batch_size 1 \
