@@ -47,7 +47,7 @@ def test_demo_runs_every_stage_and_summarizes(tmp_path):
                     total += len(ids)
         assert summary["sources"][f"source {source}"] == {"carried": carried, "positions": total,
                                                           "share": carried / total}
-        assert 0 < carried < total
+        assert 0 < carried <= total  # source 0 (SentencePiece v3) tokenizes like the pivot: often all
 
     packed = sorted((tmp_path / "packed_representations").iterdir())
     packed_train = sum(len(load_from_disk(str(p))["train"]) for p in packed)
