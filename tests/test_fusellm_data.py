@@ -368,3 +368,78 @@ def test_packing_cli_nan_rows_token_level_and_fiter_nan(tmp_path):
     expected = literal_pack(kept, 5, None, 1000)
     assert packed["input_ids"] == expected["input_ids"]
     assert packed["metric_ce"] == expected["metric_ce"]
+
+
+# --- 12.7 the published stage commands, paths local, sizes tiny -----------------------------------
+
+def _published(tmp_path, script, *args):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(["python", f"./src/utils/{script}.py", *map(str, args)], cwd=root / "FuseLLM",
+                            env={**os.environ, "PYTHONPATH": str(root / "src")}, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, f"{script}: {result.stderr[-3000:]}"
+    return result
+
+
+@pytest.mark.slow
+def test_published_stage_commands_run_on_cpu(tmp_path, model_paths):
+    from datasets import load_from_disk
+
+    from fusechat.fusellm.corpus import sample_dataset_dict
+
+    pivot, openllama, mpt = (str(p) for p in model_paths.values())
+    sample_dataset_dict().save_to_disk(str(tmp_path / "minipile"))
+    cache = ["--cache_dir", tmp_path / ".cache"]
+    _published(tmp_path, "split_long_text", "--base_model_name_or_path", pivot, "--blending_model_name_or_path",
+               openllama, "--another_blending_model_name_or_path", mpt, "--dataset", tmp_path / "minipile",
+               "--dataset_save_dir", tmp_path / "split", *cache, "--block_size", 2048,
+               "--preprocessing_num_workers", 2)
+    split = load_from_disk(str(tmp_path / "split"))
+    assert len(split["train"]) > 50  # the long documents were cut
+
+    shard = ["--dataset_split_num", 8, "--dataset_index", 7]  # the last shard of eight takes the remainder
+    for name, model in (("llama_2", pivot), ("open_llama", openllama), ("mpt", mpt)):
+        _published(tmp_path, "forward_for_logits", "--model_name_or_path", model, "--dataset", tmp_path / "split",
+                   "--dataset_save_dir", tmp_path / f"{name}_representation_7_8", *shard, *cache,
+                   "--model_max_length", 2048, "--training_mode", "full", "--load_in_half", "bf16",
+                   "--batch_size", 8, "--preprocessing_num_workers", 1, "--top_k_logits", 10,
+                   "--save_per_token_metric")
+    for name, model in (("open_llama", openllama), ("mpt", mpt)):
+        _published(tmp_path, "vocab_mapping", "--base_model_name_or_path", pivot, "--blending_model_name_or_path",
+                   model, "--dataset_dir", tmp_path / "split", "--vocab_mapping_save_dir",
+                   tmp_path / f"llama_2_{name}_vocab_mapping.json", *cache, "--model_max_length", 2048,
+                   "--vocab_mapping_type", "default", "--num_process", 2)
+    base = tmp_path / "llama_2_representation_7_8"
+    for index, name in enumerate(("open_llama", "mpt")):
+        out = tmp_path / f"aligned_{index}_7_8"
+        _published(tmp_path, "token_alignment", "--base_model_name_or_path", pivot, "--blending_model_name_or_path",
+                   openllama if index == 0 else mpt, "--base_dataset_dir", base, "--blending_dataset_dir",
+                   tmp_path / f"{name}_representation_7_8", "--dataset_save_dir", out, *cache,
+                   "--model_max_length", 2048, "--preprocessing_num_workers", 2, "--batch_size", 100,
+                   "--blending_model_index", index, "--vocab_align_type", "soft", "--vocab_mapping_save_dir",
+                   tmp_path / f"llama_2_{name}_vocab_mapping.json", "--metric_level", "sequence")
+        base = out
+    _published(tmp_path, "packing", "--dataset_dir", base, "--dataset_save_dir", tmp_path / "packed_7_8", *cache,
+               "--model_max_length", 2048, "--preprocessing_num_workers", 80, "--batch_size", 1000,
+               "--metric_level", "sequence")
+
+    pivot_set = load_from_disk(str(tmp_path / "llama_2_representation_7_8"))
+    aligned = load_from_disk(str(base))
+    packed = load_from_disk(str(tmp_path / "packed_7_8"))
+    mapping = json.loads((tmp_path / "llama_2_mpt_vocab_mapping.json").read_text(encoding="utf-8"))
+    assert mapping["▁the"] == "▁the" and len(mapping) == len(load_stage_tokenizer(mpt).get_vocab())
+    for split_name in ("train", "validation", "test"):
+        rows = len(split[split_name])
+        assert len(pivot_set[split_name]) == rows - 7 * (rows // 8)
+        assert aligned[split_name].column_names == [
+            "input_ids", "attention_mask", "labels", "per_step_logits", "per_step_indices", "metric_ce",
+            "per_step_aligned_logits_0", "per_step_aligned_indices_0", "metric_ce_aligned_0",
+            "per_step_aligned_logits_1", "per_step_aligned_indices_1", "metric_ce_aligned_1"]
+        tokens = sum(len(r) for r in aligned[split_name]["input_ids"])
+        assert sum(len(r) for r in packed[split_name]["input_ids"]) == tokens
+        assert all(len(r) <= 2048 for r in packed[split_name]["input_ids"])
+        assert packed[split_name].column_names == aligned[split_name].column_names
