@@ -80,13 +80,14 @@ def run_one(kind: str, folder: str, workers: int, batch_size: int) -> None:
                 writer.write_table(table)
             writer.finalize()
         elapsed = time.perf_counter() - started
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before reading the rows back
         rows = Dataset.from_file(folder + "/packed.arrow").to_list()
     else:
         columns = {name: dataset[name] for name in dataset.column_names}
         packed = literal_pack(columns, 2048, workers, batch_size)
         elapsed = time.perf_counter() - started
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         rows = [{name: packed[name][r] for name in packed} for r in range(len(packed["input_ids"]))]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     Path(folder, f"{kind}.json").write_text(json.dumps({"seconds": elapsed, "peak": peak, "rows": digests(rows)}))
 
 

@@ -124,12 +124,14 @@ def test_forward_for_logits_first_rows_truncation_and_one_token_row(tmp_path, mo
 
     pivot = str(model_paths[fixtures.FUSELLM_PIVOT])
     texts = ["one two three four five six", "seven eight nine ten", "", "eleven"]
-    _save_corpus(tmp_path / "corpus", {"train": texts})
+    _save_corpus(tmp_path / "corpus", {"train": texts, "validation": ["alone"]})
     args = ["--model_name_or_path", pivot, "--dataset", str(tmp_path / "corpus"), "--batch_size", "8",
             "--preprocessing_num_workers", "1"]
     cli.forward_for_logits_main(args + ["--dataset_save_dir", str(tmp_path / "a"), "--dataset_sample_prop", "0.5",
                                         "--model_max_length", "4"])
-    rep = load_from_disk(str(tmp_path / "a"))["train"]
+    saved = load_from_disk(str(tmp_path / "a"))
+    assert len(saved["validation"]) == 0 and saved["validation"].column_names == saved["train"].column_names
+    rep = saved["train"]
     assert rep["text"] == texts[:2]  # the first int(4 * 0.5) rows, not a random sample
     tokenizer = load_stage_tokenizer(pivot)
     assert rep["input_ids"][0] == tokenizer(texts[0] + "</s>", add_special_tokens=False)["input_ids"][:4]
