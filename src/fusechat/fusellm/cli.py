@@ -266,14 +266,12 @@ def packing_main(argv=None) -> None:
     from tqdm.auto import tqdm
 
     from .common import load_dataset_dict
-    from .packing import is_metric_column, nan_rows, packed_rows
+    from .packing import is_metric_column, nan_rows, packed_tables
     from .token_alignment import check_metric_level
 
     _setup_logging()
     args = packing_parser().parse_args(argv)
     check_metric_level(args.metric_level)
-    if args.model_max_length < 1:
-        raise InputError(f"--model_max_length must be at least 1, got {args.model_max_length}")
     dataset_dict = load_dataset_dict(args.dataset_dir, "--dataset_dir")
     with _Scratch(args.dataset_save_dir) as scratch:
         result = {}
@@ -289,9 +287,9 @@ def packing_main(argv=None) -> None:
                                  for name, feature in dataset.features.items()})
             path = str(Path(scratch) / f"{split}.arrow")
             with ArrowWriter(features=features, path=path) as writer:
-                for row in tqdm(packed_rows(dataset, args.model_max_length, args.preprocessing_num_workers,
-                                            args.batch_size, where), desc=f"Packing {split}", unit="row"):
-                    writer.write(row)
+                for table in tqdm(packed_tables(dataset, args.model_max_length, args.preprocessing_num_workers,
+                                                args.batch_size, where), desc=f"Packing {split}", unit="batch"):
+                    writer.write_table(table.cast(features.arrow_schema))
                 writer.finalize()
             result[split] = Dataset.from_file(path)
             logger.info("split %s: %d rows -> %d packed rows", split, len(dataset), len(result[split]))

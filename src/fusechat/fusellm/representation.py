@@ -9,10 +9,12 @@ the L real positions (the reference pads them to 2048; the values at real positi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 from ..errors import InputError
+from ..modeling import output_vocab_size
 from ..representation import CaptureOptions, representation_dataset
 from ..schema import ID, METRIC_CE, PER_STEP_METRIC_CE
 from .common import TEXT, encode_documents
@@ -51,17 +53,36 @@ def capture_split(texts, tokenized, model, pad_id: int, options: CaptureOptions,
     """The representation columns of one split in FuseLLM's layout (text kept, float16 metrics)."""
     from datasets import Value, List
 
-    options = CaptureOptions(top_k=options.top_k, batch_size=options.batch_size,
-                             per_token_metric=options.per_token_metric, no_assert=options.no_assert,
-                             float16_metric=True)
+    options = dataclasses.replace(options, float16_metric=True)
     captured = representation_dataset(tokenized, options, model, pad_id, scratch_dir, progress=progress)
     # metric_ce holds float16 values already; the per-step CEs are rounded as the reference stores them.
     captured = captured.cast_column(METRIC_CE, Value("float16"))
     if PER_STEP_METRIC_CE in captured.column_names:
         captured = captured.cast_column(PER_STEP_METRIC_CE, List(Value("float16")))
     captured = captured.remove_columns(ID).add_column(TEXT, list(texts))
-    order = [TEXT, "input_ids", "attention_mask", "labels"]
-    return captured.select_columns(order + [c for c in captured.column_names if c not in order])
+    return captured.select_columns(_ordered(captured.column_names))
+
+
+def _ordered(columns: list[str]) -> list[str]:
+    """The column order of the reference's sets: text, input_ids, attention_mask, labels, the rest."""
+    first = [TEXT, "input_ids", "attention_mask", "labels"]
+    return first + [c for c in columns if c not in first]
+
+
+def empty_split(options: CaptureOptions, vocab_size: int):
+    """A split with no rows (a small --dataset_sample_prop), with the columns of a captured one."""
+    from datasets import Dataset, Features, List, Value
+
+    from ..schema import index_dtype_for, representation_features
+
+    features = representation_features(options.top_k, options.per_token_metric, index_dtype_for(vocab_size))
+    features[METRIC_CE] = Value("float16")
+    if options.per_token_metric:
+        features[PER_STEP_METRIC_CE] = List(Value("float16"))
+    del features[ID]
+    features[TEXT] = Value("string")
+    features = Features({name: features[name] for name in _ordered(list(features))})
+    return Dataset.from_dict({name: [] for name in features}, features=features)
 
 
 def represent_dataset_dict(dataset_dict, tokenizer, model, max_length: int, options: CaptureOptions,
@@ -77,6 +98,9 @@ def represent_dataset_dict(dataset_dict, tokenizer, model, max_length: int, opti
     for split, dataset in dataset_dict.items():
         require(dataset, [TEXT], f"--dataset split {split!r}")
         dataset, start = shard(first_rows(dataset, sample_prop), split_num, split_index)
+        if len(dataset) == 0:
+            result[split] = empty_split(options, output_vocab_size(model))
+            continue
         tokenized = tokenize_documents(dataset, tokenizer, max_length, split, start, num_proc)
         if not options.no_assert:
             check_one_token_rows(tokenized, f"--dataset split {split!r}")
