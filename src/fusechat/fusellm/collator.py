@@ -1,0 +1,101 @@
+"""Batches of packed FuseLLM rows with their teacher targets (DESIGN.md 12.6.2).
+
+Token columns are padded as FuseChat's collator pads them (to the batch's longest row, capped at
+``max_length``: padding is masked out of both losses, so padding every row to 2048 as the
+reference does changes nothing). Each teacher's lists become [B, T, K] tensors with the rule of
+12.6.2: an EMPTY aligned list takes the pivot's list at that position. The fusion function of
+:mod:`fusechat.fusellm.distill` then gives one sparse target per position:
+
+    target_ids [B, T, U] int64, target_probs [B, T, U] float32 (bf16 values), target_mask [B, T, U]
+
+plus ``teacher_choice`` [B] (index into :data:`TEACHERS`, -1 for the weighted mode) and
+``teacher_reward`` [B] (r of the ``soft`` types).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from ..errors import InputError
+from ..training.collator import TopK, TrainCollator, _array, as_table, list_lengths, topk_targets
+from .distill import (PIVOT, greater_choice, select_rows, soft_reward, teacher_columns, teacher_name,
+                      teacher_probabilities, teacher_rewards, weighted_union, weighted_weights)
+
+TEACHERS = (PIVOT, "0", "1")
+TARGET_KEYS = ("target_ids", "target_probs", "target_mask", "teacher_choice", "teacher_reward")
+
+
+@dataclass
+class DistillCollator:
+    """Collate packed rows; with ``mode`` ("greater" / "weighted") also build the distill target.
+
+    candidates: the teachers in play, in candidate order, e.g. ("pivot", "0", "1").
+    """
+
+    pad_token_id: int
+    max_length: int | None = None
+    mode: str | None = None
+    candidates: tuple[str, ...] = TEACHERS
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        self._tokens = TrainCollator(self.pad_token_id, self.max_length)
+
+    def __call__(self, features) -> dict[str, torch.Tensor]:
+        table = as_table(features)
+        batch = self._tokens(table)
+        if self.mode is not None:
+            batch.update(self.targets(table, batch["input_ids"].shape[1]))
+        return batch
+
+    def teacher_lists(self, table: pa.Table, width: int, teachers=None, rows=None) -> dict[str, tuple]:
+        """(ids, probs, mask) [B, width, K] of each of ``teachers`` (default: the candidates).
+
+        Empty aligned lists take the pivot's; with ``rows`` ([B] bool per teacher), rows outside
+        it get the pivot's lists (so that one array can hold each row's chosen teacher).
+        """
+        lengths = list_lengths(_array(table, "input_ids"))
+        pivot = self._topk(table, PIVOT, lengths)
+        out = {}
+        for teacher in teachers or self.candidates:
+            own = pivot if teacher == PIVOT else self._topk(table, teacher, lengths)
+            use_own = np.full(len(lengths), teacher != PIVOT) if rows is None else rows[teacher]
+            logits, ids, mask = topk_targets(lengths, width, width, pivot, own, use_own)
+            out[teacher] = (ids, teacher_probabilities(logits, mask, self.temperature), mask)
+        return out
+
+    def targets(self, table: pa.Table, width: int) -> dict[str, torch.Tensor]:
+        metrics = np.stack([_array(table, teacher_columns(t)[2]).to_numpy(zero_copy_only=False)
+                            for t in self.candidates], axis=-1)
+        row_rewards = teacher_rewards(metrics)
+        if self.mode == "greater":
+            choice = np.array([self.candidates[c] for c in greater_choice(row_rewards, PIVOT in self.candidates)])
+            # Only the chosen teachers' lists are built: one array per teacher that some row chose.
+            chosen = list(dict.fromkeys(choice.tolist()))
+            lists = self.teacher_lists(table, width, chosen, {t: choice == t for t in chosen})
+            if len(chosen) == 1:
+                ids, probs, mask = lists[chosen[0]]
+            else:
+                which = np.array([chosen.index(t) for t in choice])
+                ids, probs, mask = select_rows(which, [lists[t] for t in chosen])
+            choice_index = torch.tensor([TEACHERS.index(t) for t in choice])
+        else:
+            lists = self.teacher_lists(table, width)
+            ids, probs, mask = weighted_union(weighted_weights(row_rewards), [lists[t] for t in self.candidates])
+            choice_index = torch.full((table.num_rows,), -1)
+        return {"target_ids": torch.from_numpy(ids), "target_probs": torch.from_numpy(probs),
+                "target_mask": torch.from_numpy(mask),
+                "teacher_choice": choice_index, "teacher_reward": soft_reward(row_rewards, self.mode)}
+
+    def _topk(self, table: pa.Table, teacher: str, lengths: np.ndarray) -> TopK:
+        logits_column, ids_column, _ = teacher_columns(teacher)
+        topk = TopK.from_table(table, logits_column, ids_column)
+        if not np.array_equal(topk.positions, lengths):
+            row = int(np.flatnonzero(topk.positions != lengths)[0])
+            raise InputError(f"batch row {row}: {logits_column} ({teacher_name(teacher)}) has "
+                             f"{topk.positions[row]} positions but input_ids has {lengths[row]}")
+        return topk
