@@ -21,7 +21,8 @@ import pyarrow as pa
 import torch
 
 from ..errors import InputError
-from ..training.collator import TopK, TrainCollator, _array, as_table, list_lengths, topk_targets
+from ..arrow import column_array, list_lengths
+from ..training.collator import TopK, TrainCollator, as_table, topk_targets
 from .distill import (PIVOT, greater_choice, select_rows, soft_reward, teacher_columns, teacher_name,
                       teacher_probabilities, teacher_rewards, weighted_union, weighted_weights)
 
@@ -58,7 +59,7 @@ class DistillCollator:
         Empty aligned lists take the pivot's; with ``rows`` ([B] bool per teacher), rows outside
         it get the pivot's lists (so that one array can hold each row's chosen teacher).
         """
-        lengths = list_lengths(_array(table, "input_ids"))
+        lengths = list_lengths(column_array(table, "input_ids"))
         pivot = self._topk(table, PIVOT, lengths)
         out = {}
         for teacher in teachers or self.candidates:
@@ -69,7 +70,7 @@ class DistillCollator:
         return out
 
     def targets(self, table: pa.Table, width: int) -> dict[str, torch.Tensor]:
-        metrics = np.stack([_array(table, teacher_columns(t)[2]).to_numpy(zero_copy_only=False)
+        metrics = np.stack([column_array(table, teacher_columns(t)[2]).to_numpy(zero_copy_only=False)
                             for t in self.candidates], axis=-1)
         row_rewards = teacher_rewards(metrics)
         if self.mode == "greater":

@@ -38,7 +38,7 @@ def tokenize_documents(dataset, tokenizer, max_length: int, split: str, first_ro
 
 def check_one_token_rows(tokenized, where: str) -> None:
     """A row of one token has no next-token prediction: metric_ce = 0/0 = NaN (12.8 #33)."""
-    from ..schema import row_lengths
+    from ..arrow import row_lengths
 
     short = (row_lengths(tokenized) < 2).nonzero()[0]
     if short.size:
@@ -73,7 +73,7 @@ def empty_split(options: CaptureOptions, vocab_size: int):
 
     from ..schema import index_dtype_for, representation_features
 
-    features = representation_features(options.top_k, options.per_token_metric, index_dtype_for(vocab_size))
+    features = representation_features(options.per_token_metric, index_dtype_for(vocab_size))
     features[METRIC_CE] = Value("float16")
     if options.per_token_metric:
         features[PER_STEP_METRIC_CE] = List(Value("float16"))

@@ -205,7 +205,7 @@ def check_same_documents(base, blending, base_tokenizer, max_length: int, base_n
     """Row r of both sets holds the same document (12.8 #10): equal row counts, then the ``text``
     columns when both have one, else the pivot's input_ids against the source text re-encoded with
     the pivot's tokenizer (a chained run's base has no ``text`` any more)."""
-    from ..schema import arrow_column, first_differing_row
+    from ..arrow import arrow_column, first_differing_row
     from .common import TEXT, encode_documents
 
     if len(base) != len(blending):
