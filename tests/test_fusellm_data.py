@@ -71,6 +71,19 @@ def test_split_dataset_expands_in_place_with_decoded_chunks(stage_tokenizers):
     assert len(expected) == math.ceil(max(lengths) / 30) > 1
 
 
+def test_split_cli_names_a_split_without_text_and_writes_nothing(tmp_path, model_paths):
+    from datasets import Dataset, DatasetDict
+
+    DatasetDict({"train": Dataset.from_dict({"text": ["a"]}), "test": Dataset.from_dict({"content": ["b"]})}
+                ).save_to_disk(str(tmp_path / "corpus"))
+    paths = [str(p) for p in model_paths.values()]
+    with pytest.raises(InputError, match=r"split 'test': missing column\(s\) \['text'\]"):
+        cli.split_long_text_main(["--base_model_name_or_path", paths[0], "--blending_model_name_or_path", paths[1],
+                                  "--another_blending_model_name_or_path", paths[2], "--dataset",
+                                  str(tmp_path / "corpus"), "--dataset_save_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
 # --- 12.2 representations ----------------------------------------------------------------------
 
 def _save_corpus(path, splits):
@@ -166,6 +179,15 @@ def test_mined_mapping_real_vocabularies_against_brute_force(stage_tokenizers):
     queries = ordered_pieces(byte_level)[::1500]
     mapping = default_vocab_mapping(queries, base, BL, SP, progress=False)
     assert mapping == {x.replace(BL, SP): literal_mined_entry(x.replace(BL, SP), base) for x in queries}
+
+
+def test_vocab_mapping_cli_refuses_other_types_and_writes_nothing(tmp_path, model_paths):
+    paths = [str(p) for p in model_paths.values()]
+    with pytest.raises(InputError, match="co_occurrence"):
+        cli.vocab_mapping_main(["--base_model_name_or_path", paths[0], "--blending_model_name_or_path", paths[1],
+                                "--vocab_mapping_save_dir", str(tmp_path / "map.json"),
+                                "--vocab_mapping_type", "co_occurrence"])
+    assert not (tmp_path / "map.json").exists()
 
 
 # --- 12.4.1 token alignment --------------------------------------------------------------------
