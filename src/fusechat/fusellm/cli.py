@@ -213,7 +213,7 @@ def _validation_texts(dataset_dir: str | None) -> list[str]:
     if "validation" not in dataset_dict:
         raise InputError(f"--dataset_dir {dataset_dir}: no 'validation' split (found {list(dataset_dict)})")
     require(dataset_dict["validation"], [TEXT], f"--dataset_dir {dataset_dir} split 'validation'")
-    return dataset_dict["validation"][TEXT]
+    return list(dataset_dict["validation"][TEXT])
 
 
 # --- 12.4 token_alignment ---------------------------------------------------------------------

@@ -158,10 +158,9 @@ def cooccurrence_mapping(mapping: dict[str, str], minima: dict[str, list[str]], 
             blending_id = blending_index.get(key.replace(base_marker, blending_marker))
             b = (blending_rows[blending_id].toarray()[0].astype(np.float64) if blending_id is not None
                  else np.zeros(len(anchor_blending)))
-            similarities = []
-            for candidate in candidates:
-                a = base_rows[base_index[candidate]].toarray()[0].astype(np.float64)
-                similarities.append(float(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-6))
+            rows = base_rows[[base_index[candidate] for candidate in candidates]].astype(np.float64)
+            norms = np.sqrt(np.asarray(rows.multiply(rows).sum(axis=1)).ravel())
+            similarities = (rows @ b) / (norms * np.linalg.norm(b) + 1e-6)
             choice = candidates[int(np.argmax(similarities))]  # the first maximum
         if choice != value:
             updated[key] = choice
