@@ -160,7 +160,7 @@ def cooccurrence_mapping(mapping: dict[str, str], minima: dict[str, list[str]], 
                  else np.zeros(len(anchor_blending)))
             rows = base_rows[[base_index[candidate] for candidate in candidates]].astype(np.float64)
             norms = np.sqrt(np.asarray(rows.multiply(rows).sum(axis=1)).ravel())
-            similarities = (rows @ b) / (norms * np.linalg.norm(b) + 1e-6)
+            similarities = (rows @ b) / (norms * np.sqrt(np.sum(b * b)) + 1e-6)  # integer sums: exact
             choice = candidates[int(np.argmax(similarities))]  # the first maximum
         if choice != value:
             updated[key] = choice
