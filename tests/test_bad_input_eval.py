@@ -12,7 +12,7 @@ import pytest
 from bad_input_common import assert_one_error, snapshot
 from fusechat.eval.cli import gen_judgment, gen_model_answer, show_result
 from fusechat.eval.jsonl import read_jsonl
-from test_eval_judge import JUDGE, StubJudge, bench, judge_args, judgments_of, key_of_prompt  # noqa: F401
+from judge_stub import JUDGE, StubJudge, bench, judge_args, judgments_of, key_of_prompt  # noqa: F401
 
 
 def call(capsys, entry, argv):

@@ -20,10 +20,10 @@ from fusechat.cli import align_token_and_vocab, fuse_multi, get_data_representat
 from fusechat.merge import cli as merge_cli
 from fusechat.storage import OUTPUT_MARKER, atomic_file, stale_siblings
 from fusechat.training import run as train
-from test_merge_cli import perturbed_copy
-from test_pipeline import no_work_done, project, run as run_driver, tokenizer_dirs  # noqa: F401
+from driver_stubs import no_work_done, project, run as run_driver, tokenizer_dirs  # noqa: F401
+from merge_fixtures import perturbed_copy
 from train_fixtures import aligned_rows, save_set
-from test_train_run import aligned_set, command  # noqa: F401
+from train_run_helpers import aligned_set, command  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 

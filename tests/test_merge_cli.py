@@ -1,17 +1,17 @@
 """fusechat-merge end to end on the tiny pivot and three perturbed copies of it (DESIGN.md 9)."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from fusechat.merge import cli, varm_analysis
 from fusechat.storage import OUTPUT_MARKER, mark_output
+from merge_fixtures import perturbed_copy
 from merge_oracles import as64, assert_within_ulp, sce_oracle, varm_oracle
 
 pytestmark = pytest.mark.slow  # end-to-end: whole scripts, model runs or subprocesses
@@ -20,17 +20,6 @@ RECIPES = Path(__file__).resolve().parents[1] / "mergekit" / "fusechat_configs"
 PIVOT_NAME = "openchat/openchat_3.5"
 TARGET_NAMES = [f"FuseAI/OpenChat-3.5-7B-{name}-v2.0" for name in ("Starling", "SOLAR", "InternLM", "Mixtral", "Qwen")]
 UNCHANGED_IN_THIRD = "model.norm.weight"  # the third copy leaves it alone: a zero variation
-
-
-def perturbed_copy(pivot: Path, out: Path, seed: int, scale: float, edit=None) -> Path:
-    shutil.copytree(pivot, out)
-    state = load_file(pivot / "model.safetensors")
-    g = torch.Generator().manual_seed(seed)
-    state = {name: tensor + scale * torch.randn(tensor.shape, generator=g) for name, tensor in state.items()}
-    if edit:
-        edit(state, g)
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from fusechat.errors import InputError
 from fusechat.templates import encode_conversation, generation_prompt_ids, get_template
 from fusechat.training import run
 from fusechat.training.datasets import ConversationRows
-from train_flags import PUBLISHED, cpu_subset
 from train_fixtures import aligned_rows, conversations, save_set
+from train_run_helpers import aligned_set, command  # noqa: F401
 
 pytestmark = pytest.mark.slow  # end-to-end: whole scripts, model runs or subprocesses
 
@@ -28,29 +28,6 @@ CHAT = [("user", "Hello"), ("assistant", "Hi"), ("user", "How are you today?")]
 CHAT_IDS = [1, 420, 6316, 28781, 3198, 3123, 1247, 28747, 22557, 32000, 420, 6316, 28781, 3198, 3123, 21631, 28747,
             15359, 32000, 420, 6316, 28781, 3198, 3123, 1247, 28747, 1602, 460, 368, 3154, 28804, 32000, 420, 6316,
             28781, 3198, 3123, 21631, 28747]
-
-
-def command(model, data, output_dir, **overrides) -> list[str]:
-    """The published flags on CPU, with this test's paths and a small batch (12 rows: 3 steps an epoch)."""
-    argv = cpu_subset(PUBLISHED)
-    values = {**dict(model_name_or_path=model, data_path=data, output_dir=output_dir, num_train_epochs=1,
-                     per_device_train_batch_size=2, gradient_accumulation_steps=2, save_total_limit=1,
-                     dataloader_num_workers=0), **overrides}
-    for flag, value in values.items():
-        if f"--{flag}" not in argv:
-            argv += [f"--{flag}", str(value)]
-            continue
-        at = argv.index(f"--{flag}") + 1
-        if at < len(argv) and not argv[at].startswith("--"):
-            argv[at] = str(value)
-        else:  # a bare boolean flag
-            argv.insert(at, str(value))
-    return argv
-
-
-@pytest.fixture(scope="module")
-def aligned_set(tmp_path_factory, openchat_tokenizer):
-    return save_set(aligned_rows(openchat_tokenizer, count=12), tmp_path_factory.mktemp("aligned") / "set")
 
 
 @pytest.fixture(scope="module")
