@@ -52,8 +52,8 @@ def fixture_models(folder: Path) -> Path:
     return folder
 
 
-def representations(tree: Path, models: Path, out: Path, max_length: int) -> None:
-    for name in (PIVOT, SAME, DIFF):
+def representations(tree: Path, models: Path, out: Path, max_length: int, names=(PIVOT, SAME, DIFF)) -> None:
+    for name in names:
         for i in range(SPLITS):
             script(tree, "get_data_representation", "--model_name_or_path", models / name, "--data_path", CORPUS,
                    "--tknz_dataset_path", out / f"{name}_tknz_split{i}", "--dataset_save_dir",
@@ -163,7 +163,7 @@ def time_stage(args) -> None:
     reference = Path(args.reference).resolve()
     with tempfile.TemporaryDirectory(prefix="bench-align-") as tmp:
         sets = Path(tmp) / "sets"
-        representations(ROOT, models, sets, args.max_length)
+        representations(ROOT, models, sets, args.max_length, (PIVOT, DIFF))
         times: dict[str, list[float]] = {"this tree": [], "reference": []}
         for _ in range(args.repeats):
             for label, tree in (("reference", reference), ("this tree", ROOT)):

@@ -7,9 +7,9 @@ First, the token alignment over all tokenized splits (builds the count matrix an
       --blending_model_name_or_path Qwen/Qwen1.5-72B-Chat \
       --base_dataset_dir representations/openchat_3.5_tknz_split0,...,representations/openchat_3.5_tknz_split3 \
       --blending_dataset_dir representations/qwen_tknz_split0,...,representations/qwen_tknz_split3 \
-      --dataset_save_dir aligned_representations/openchat_qwen_tknz \
-      --cache_dir .cache --model_max_length 2048 --preprocessing_num_workers 64 --batch_size 100 \
-      --blending_model_index 0 --do_token_alignment --align_type default \
+      --aligned_dataset_tknz_save_dir aligned_representations/openchat_qwen_tknz \
+      --cache_dir .cache --preprocessing_num_workers 64 --batch_size 100 \
+      --do_token_alignment --align_type default \
       --token_alignment_matrix_file aligned_representations/openchat_qwen_token_alignment_matrix.npz \
       --blending_to_base_file aligned_representations/qwen_blending_to_openchat_base.json
 
@@ -20,11 +20,16 @@ Then the distribution alignment, per split:
       --base_dataset_dir representations/openchat_3.5_representation_split0 \
       --blending_dataset_dir representations/qwen_representation_split0 \
       --aligned_dataset_save_dir aligned_representations/openchat_3.5_qwen_representation_split0 \
-      --cache_dir .cache --model_max_length 2048 --preprocessing_num_workers 64 --batch_size 100 \
+      --cache_dir .cache --preprocessing_num_workers 64 --batch_size 100 \
       --do_distribution_alignment --align_type default --metric_level sequence \
       --blending_to_base_file aligned_representations/qwen_blending_to_openchat_base.json \
       --use_token_alignment_matrix \
-      --token_alignment_matrix_file aligned_representations/openchat_qwen_token_alignment_matrix.npz
+      --token_alignment_matrix_file aligned_representations/openchat_qwen_token_alignment_matrix.npz \
+      --aligned_dataset_tknz_save_dir aligned_representations/openchat_qwen_tknz
+
+The distribution pass reads each row's token alignment from the token pass's tokenized set
+(``--aligned_dataset_tknz_save_dir``); without that flag it runs the DTW itself. The released
+flag --model_max_length is accepted and has no effect (a warning says so).
 """
 
 from fusechat.cli.align_token_and_vocab import main

@@ -207,7 +207,8 @@ def mined_mapping(blending: Vocabulary, base: Vocabulary, chunk_size: int = 512,
 # --- MS: the count matrix --------------------------------------------------------------------
 
 def matched_blending_ids(blending_ids: Sequence[int], alignment: Sequence[Sequence[int]]) -> list[list[int]]:
-    """The blending ids matched to each base position (the ``base_to_blending_mapping`` column)."""
+    """The blending ids matched to each base position, from its alignment (the blending positions
+    matched to it, as the ``base_to_blending_mapping`` column holds them)."""
     return [[blending_ids[position] for position in positions] for positions in alignment]
 
 
