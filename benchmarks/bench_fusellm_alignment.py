@@ -40,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     pivot, source = fixtures.load_tokenizer("mistral"), fixtures.load_tokenizer("qwen")
-    text = prefix_with_tokens(pivot, mixed_text(), args.size - 1)
+    text = prefix_with_tokens(pivot, mixed_text(), args.size)  # counted with BOS: size - 1 tokens + EOS
     base_ids = encode_documents(pivot, [text], args.size)[0]
     blend_ids = encode_documents(source, [text], 4096)[0]
     rng = np.random.default_rng(0)

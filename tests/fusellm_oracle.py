@@ -135,3 +135,54 @@ def literal_pack(columns, block_size, num_workers, batch_size):
         for k in packed:
             packed[k].extend(result[k])
     return packed
+
+
+def literal_cooccurrence(blending_pieces, base_pieces, blending_marker, base_marker, base_rows, blending_rows, window):
+    """DESIGN.md 12.3 ``co_occurrence`` steps 1-5 with dense count tables: (mapping, changes)."""
+    keys = [p.replace(blending_marker, base_marker) for p in blending_pieces]
+    mapping = {k: literal_mined_entry(k, base_pieces) for k in keys}
+    minima = {}
+    for k in keys:
+        if k in base_pieces:
+            minima[k] = [k]
+        else:
+            best = min(levenshtein(k, y) for y in base_pieces)
+            minima[k] = [y for y in base_pieces if levenshtein(k, y) == best]
+
+    def counts(rows, size):
+        c = [[0] * size for _ in range(size)]
+        for ids in rows:
+            for i in range(len(ids)):
+                for j in range(max(0, i - window), min(i + window, len(ids))):
+                    if j != i:
+                        c[ids[i]][ids[j]] += 1
+                        c[ids[j]][ids[i]] += 1
+        return c
+
+    base_counts, blending_counts = counts(base_rows, len(base_pieces)), counts(blending_rows, len(blending_pieces))
+    inverse = {}
+    for k, v in mapping.items():
+        inverse[v] = k
+    anchors = [(base_pieces.index(c), blending_pieces.index(inverse[c].replace(base_marker, blending_marker)))
+               for c in inverse if inverse[c].replace(base_marker, blending_marker) in blending_pieces]
+    changes = {}
+    updated = dict(mapping)
+    for k, v in mapping.items():
+        if k == v:
+            continue
+        if len(minima[k]) == 1:
+            choice = minima[k][0]
+        else:
+            bl = k.replace(base_marker, blending_marker)
+            b = [blending_counts[blending_pieces.index(bl)][col] if bl in blending_pieces else 0 for _, col in anchors]
+            best, choice = None, None
+            for y in minima[k]:
+                a = [base_counts[base_pieces.index(y)][col] for col, _ in anchors]
+                dot = sum(x * z for x, z in zip(a, b))
+                sim = dot / ((sum(x * x for x in a) ** 0.5) * (sum(z * z for z in b) ** 0.5) + 1e-6)
+                if best is None or sim > best:
+                    best, choice = sim, y
+        if choice != v:
+            updated[k] = choice
+            changes[k] = [v, choice]
+    return updated, changes

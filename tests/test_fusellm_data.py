@@ -15,8 +15,10 @@ from fusechat.fusellm.common import encode_documents, load_stage_tokenizer
 from fusechat.fusellm.packing import packed_rows
 from fusechat.fusellm.split_long_text import split_dataset, split_text
 from fusechat.fusellm.token_alignment import AlignmentTables, PairSpec, align_row, align_split, piece_table
-from fusechat.fusellm.vocab_mapping import default_vocab_mapping, ordered_pieces
-from fusellm_oracle import literal_distributions, literal_fusellm_align, literal_mined_entry, literal_pack
+from fusechat.fusellm.vocab_mapping import (cooccurrence_counts, cooccurrence_mapping, default_vocab_mapping,
+                                            ordered_pieces)
+from fusellm_oracle import (literal_cooccurrence, literal_distributions, literal_fusellm_align, literal_mined_entry,
+                            literal_pack)
 
 SP, BL = "\u2581", "\u0120"  # "▁", "Ġ"
 
@@ -69,6 +71,19 @@ def test_split_dataset_expands_in_place_with_decoded_chunks(stage_tokenizers):
     assert out.column_names == ["text"]
     assert out["text"] == ["short one", *expected, "tail"]
     assert len(expected) == math.ceil(max(lengths) / 30) > 1
+
+
+def test_split_cli_names_a_split_without_text_and_writes_nothing(tmp_path, model_paths):
+    from datasets import Dataset, DatasetDict
+
+    DatasetDict({"train": Dataset.from_dict({"text": ["a"]}), "test": Dataset.from_dict({"content": ["b"]})}
+                ).save_to_disk(str(tmp_path / "corpus"))
+    paths = [str(p) for p in model_paths.values()]
+    with pytest.raises(InputError, match=r"split 'test': missing column\(s\) \['text'\]"):
+        cli.split_long_text_main(["--base_model_name_or_path", paths[0], "--blending_model_name_or_path", paths[1],
+                                  "--another_blending_model_name_or_path", paths[2], "--dataset",
+                                  str(tmp_path / "corpus"), "--dataset_save_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
 
 
 # --- 12.2 representations ----------------------------------------------------------------------
@@ -166,6 +181,33 @@ def test_mined_mapping_real_vocabularies_against_brute_force(stage_tokenizers):
     queries = ordered_pieces(byte_level)[::1500]
     mapping = default_vocab_mapping(queries, base, BL, SP, progress=False)
     assert mapping == {x.replace(BL, SP): literal_mined_entry(x.replace(BL, SP), base) for x in queries}
+
+
+def test_vocab_mapping_cli_refuses_other_types_and_writes_nothing(tmp_path, model_paths):
+    paths = [str(p) for p in model_paths.values()]
+    args = ["--base_model_name_or_path", paths[0], "--blending_model_name_or_path", paths[1],
+            "--vocab_mapping_save_dir", str(tmp_path / "map.json")]
+    with pytest.raises(InputError, match="'frequency' is unknown"):
+        cli.vocab_mapping_main(args + ["--vocab_mapping_type", "frequency"])
+    with pytest.raises(InputError, match="co_occurrence needs --dataset_dir"):
+        cli.vocab_mapping_main(args + ["--vocab_mapping_type", "co_occurrence"])
+    assert not (tmp_path / "map.json").exists()
+
+
+def test_cooccurrence_mapping_matches_the_literal_definition():
+    rng = random.Random(11)
+    for trial in range(15):
+        base = list(dict.fromkeys(rng.choice([SP, ""]) + "".join(rng.choice("abc") for _ in range(rng.randint(1, 3)))
+                                  for _ in range(12)))
+        blending = list(dict.fromkeys(rng.choice([BL, ""]) + "".join(rng.choice("abcd") for _ in range(rng.randint(1, 4)))
+                                      for _ in range(14)))
+        base_rows = [[rng.randrange(len(base)) for _ in range(rng.randint(0, 15))] for _ in range(4)]
+        blending_rows = [[rng.randrange(len(blending)) for _ in range(rng.randint(0, 15))] for _ in range(4)]
+        mapping, minima = default_vocab_mapping(blending, base, BL, SP, progress=False, with_minima=True)
+        got = cooccurrence_mapping(mapping, minima, {p: i for i, p in enumerate(base)},
+                                   {p: i for i, p in enumerate(blending)}, cooccurrence_counts(base_rows, len(base), 2),
+                                   cooccurrence_counts(blending_rows, len(blending), 2), SP, BL)
+        assert got == literal_cooccurrence(blending, base, BL, SP, base_rows, blending_rows, 2), trial
 
 
 # --- 12.4.1 token alignment --------------------------------------------------------------------

@@ -149,11 +149,11 @@ def vocab_mapping_parser() -> argparse.ArgumentParser:
                                 "pivot piece by minimum edit distance (DESIGN.md 12.3).")
     p.add_argument("--base_model_name_or_path", required=True)
     p.add_argument("--blending_model_name_or_path", required=True)
-    p.add_argument("--dataset_dir", default=None, help="unused by --vocab_mapping_type default")
+    p.add_argument("--dataset_dir", default=None, help="co_occurrence: counted on its validation split")
     p.add_argument("--vocab_mapping_save_dir", required=True, help="path of the JSON file written")
     p.add_argument("--cache_dir", default=None)
     p.add_argument("--model_max_length", type=int, default=2048)
-    p.add_argument("--vocab_mapping_type", default="default")
+    p.add_argument("--vocab_mapping_type", default="default", help="default (MinED) or co_occurrence")
     p.add_argument("--window_size", type=int, default=5)
     p.add_argument("--num_process", type=int, default=1,
                    help="worker threads of the distance search (the reference ignores it and uses 64 processes)")
@@ -163,23 +163,57 @@ def vocab_mapping_parser() -> argparse.ArgumentParser:
 def vocab_mapping_main(argv=None) -> None:
     from ..alignment.vocab_mapping import word_start_marker
     from .common import load_stage_tokenizer
-    from .vocab_mapping import default_vocab_mapping, ordered_pieces
+    from .vocab_mapping import MAPPING_TYPES, default_vocab_mapping, ordered_pieces
 
     _setup_logging()
     args = vocab_mapping_parser().parse_args(argv)
-    if args.vocab_mapping_type != "default":
-        raise InputError(f"--vocab_mapping_type {args.vocab_mapping_type!r} is not offered; use default "
-                         "(co_occurrence is not used by the release)")
+    if args.vocab_mapping_type not in MAPPING_TYPES:
+        raise InputError(f"--vocab_mapping_type {args.vocab_mapping_type!r} is unknown; choose from "
+                         f"{', '.join(MAPPING_TYPES)}")
     if args.num_process < 1:
         raise InputError(f"--num_process must be at least 1, got {args.num_process}")
+    if not args.vocab_mapping_save_dir.endswith(".json"):
+        raise InputError(f"--vocab_mapping_save_dir {args.vocab_mapping_save_dir}: the path of a .json file")
+    co_occurrence = args.vocab_mapping_type == "co_occurrence"
+    texts = _validation_texts(args.dataset_dir) if co_occurrence else None
     base = load_stage_tokenizer(args.base_model_name_or_path, args.model_max_length, args.cache_dir)
     blending = load_stage_tokenizer(args.blending_model_name_or_path, args.model_max_length, args.cache_dir)
-    mapping = default_vocab_mapping(ordered_pieces(blending), ordered_pieces(base), word_start_marker(blending),
-                                    word_start_marker(base), workers=args.num_process)
+    base_pieces, blending_pieces = ordered_pieces(base), ordered_pieces(blending)
+    base_marker, blending_marker = word_start_marker(base), word_start_marker(blending)
+    result = default_vocab_mapping(blending_pieces, base_pieces, blending_marker, base_marker,
+                                   workers=args.num_process, with_minima=co_occurrence)
+    if co_occurrence:
+        from .vocab_mapping import cooccurrence_counts, cooccurrence_mapping
+
+        mapping, minima = result
+        counts = [cooccurrence_counts(tokenizer(texts, add_special_tokens=False, truncation=True,
+                                                max_length=args.model_max_length)["input_ids"],
+                                      len(pieces), args.window_size)
+                  for tokenizer, pieces in ((base, base_pieces), (blending, blending_pieces))]
+        mapping, changes = cooccurrence_mapping(
+            mapping, minima, {p: i for i, p in enumerate(base_pieces)}, {p: i for i, p in enumerate(blending_pieces)},
+            counts[0], counts[1], base_marker, blending_marker)
+        log_path = args.vocab_mapping_save_dir[: -len(".json")] + "_updated_log.json"
+        write_json(log_path, changes, indent=None)
+        logger.info("co_occurrence changed %d entries (listed in %s)", len(changes), log_path)
+    else:
+        mapping = result
     write_json(args.vocab_mapping_save_dir, mapping, indent=None)
     exact = sum(key == value for key, value in mapping.items())
     logger.info("%d entries (%d exact, %d by minimum edit distance) written to %s", len(mapping), exact,
                 len(mapping) - exact, args.vocab_mapping_save_dir)
+
+
+def _validation_texts(dataset_dir: str | None) -> list[str]:
+    from .common import TEXT, load_dataset_dict, require
+
+    if not dataset_dir:
+        raise InputError("--vocab_mapping_type co_occurrence needs --dataset_dir (its validation split is counted)")
+    dataset_dict = load_dataset_dict(dataset_dir, "--dataset_dir")
+    if "validation" not in dataset_dict:
+        raise InputError(f"--dataset_dir {dataset_dir}: no 'validation' split (found {list(dataset_dict)})")
+    require(dataset_dict["validation"], [TEXT], f"--dataset_dir {dataset_dir} split 'validation'")
+    return list(dataset_dict["validation"][TEXT])
 
 
 # --- 12.4 token_alignment ---------------------------------------------------------------------

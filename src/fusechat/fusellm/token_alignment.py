@@ -234,7 +234,7 @@ def check_same_documents(base, blending, base_tokenizer, max_length: int, base_n
                              "different --model_max_length than forward_for_logits.py used")
 
 
-def _align_batch(batch, indices, spec: PairSpec, index: int, onehot_next_token: bool):
+def _align_batch(batch, indices, spec: PairSpec, index: int, onehot_next_token: bool, where: str):
     from ..alignment.corpus import BLENDING
 
     tables = spec.tables()
@@ -244,7 +244,7 @@ def _align_batch(batch, indices, spec: PairSpec, index: int, onehot_next_token: 
         base_ids = batch["input_ids"][r]
         logits, ids, skipped = align_row(
             base_ids, batch[BLENDING + "input_ids"][r], batch[BLENDING + "per_step_logits"][r],
-            batch[BLENDING + "per_step_indices"][r], tables, onehot_next_token, where=f"row {row_index}")
+            batch[BLENDING + "per_step_indices"][r], tables, onehot_next_token, where=f"{where} row {row_index}")
         out[logits_name].append(logits)
         out[ids_name].append(ids)
         out[SKIPPED].append(skipped)
@@ -264,7 +264,7 @@ def align_split(base, blending, spec: PairSpec, index: int, max_length: int, one
 
     from ..alignment.corpus import BLENDING, paired
     from ..schema import index_dtype_for
-    from .common import TEXT, require
+    from .common import TEXT, load_stage_tokenizer, require
 
     require(base, BASE_REQUIRED, base_name)
     require(blending, BLENDING_REQUIRED, blending_name)
@@ -272,8 +272,6 @@ def align_split(base, blending, spec: PairSpec, index: int, max_length: int, one
     clash = [c for c in names if c in base.column_names]
     if clash:
         raise InputError(f"{base_name} already has {clash}: --blending_model_index {index} was aligned before")
-    from .common import load_stage_tokenizer
-
     check_same_documents(base, blending, load_stage_tokenizer(spec.base_model, None, spec.cache_dir), max_length,
                          base_name, blending_name)
     both = paired(base, blending, base_name, blending_name, BLENDING_REQUIRED)
@@ -286,7 +284,8 @@ def align_split(base, blending, spec: PairSpec, index: int, max_length: int, one
     features[SKIPPED] = Value("int64")
     aligned = both.map(
         _align_batch, batched=True, batch_size=batch_size, with_indices=True,
-        fn_kwargs={"spec": spec, "index": index, "onehot_next_token": onehot_next_token},
+        fn_kwargs={"spec": spec, "index": index, "onehot_next_token": onehot_next_token,
+                   "where": base_name},
         remove_columns=[c for c in both.column_names if c.startswith(BLENDING) or c in dropped],
         features=Features(features), num_proc=num_proc if num_proc and num_proc > 1 else None,
         load_from_cache_file=False, desc=f"Aligning source {index}",

@@ -36,9 +36,9 @@ def _levenshtein(queries: list[str], choices: list[str], workers: int) -> np.nda
 
 
 def min_distance_choices(queries: list[str], base_pieces: list[str], workers: int = -1,
-                         progress: bool = True) -> list[int]:
+                         progress: bool = True, return_distances: bool = False):
     """For each query, the base id of the first base piece (ascending id) at the smallest Levenshtein
-    distance."""
+    distance (and that distance, with ``return_distances``)."""
     from tqdm.auto import tqdm
 
     if not base_pieces:
@@ -69,17 +69,103 @@ def min_distance_choices(queries: list[str], base_pieces: list[str], workers: in
                 best_distance[active[better]] = shell_best[better]
                 best_id[active[better]] = shell_id[better]
             radius += 1
-    return best_id.tolist()
+    return (best_id.tolist(), best_distance.tolist()) if return_distances else best_id.tolist()
 
 
 def default_vocab_mapping(blending_pieces: list[str], base_pieces: list[str], blending_marker: str,
-                          base_marker: str, workers: int = -1, progress: bool = True) -> dict[str, str]:
-    """DESIGN.md 12.3 ``default``: {x' (blending piece, base marker): base piece}, blending id order."""
+                          base_marker: str, workers: int = -1, progress: bool = True, with_minima: bool = False):
+    """DESIGN.md 12.3 ``default``: {x' (blending piece, base marker): base piece}, blending id order.
+
+    ``with_minima`` also returns, per key, every base piece at the minimum distance (the key itself
+    for an exact hit), which ``co_occurrence`` chooses among.
+    """
     base_set = set(base_pieces)
     keys = [piece.replace(blending_marker, base_marker) for piece in blending_pieces]
     missing = list(dict.fromkeys(k for k in keys if k not in base_set))  # distinct, first-seen order
-    chosen = dict(zip(missing, (base_pieces[i] for i in min_distance_choices(missing, base_pieces, workers, progress))))
-    return {key: key if key in base_set else chosen[key] for key in keys}
+    choices, distances = min_distance_choices(missing, base_pieces, workers, progress, return_distances=True)
+    chosen = dict(zip(missing, (base_pieces[i] for i in choices)))
+    mapping = {key: key if key in base_set else chosen[key] for key in keys}
+    if not with_minima:
+        return mapping
+    minima = {key: [key] for key in keys if key in base_set}
+    for key, ids in zip(missing, all_minima(missing, distances, base_pieces, workers)):
+        minima[key] = [base_pieces[i] for i in ids]
+    return mapping, minima
+
+
+# --- co_occurrence (DESIGN.md 12.3; not used by the release) ----------------------------------------
+
+def all_minima(queries: list[str], distances: list[int], base_pieces: list[str], workers: int = -1) -> list[list[int]]:
+    """For each query, every base id (ascending) at its minimum distance ``distances[k]``."""
+    base_lengths = np.fromiter((len(p) for p in base_pieces), dtype=np.int64, count=len(base_pieces))
+    result: list[list[int]] = [[] for _ in queries]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for k, (query, distance) in enumerate(zip(queries, distances)):
+        groups.setdefault((len(query), distance), []).append(k)
+    for (length, distance), members in groups.items():
+        ids = np.flatnonzero(np.abs(base_lengths - length) <= distance)  # Lev >= the length difference
+        found = _levenshtein([queries[k] for k in members], [base_pieces[i] for i in ids], workers) == distance
+        for row, k in enumerate(members):
+            result[k] = ids[found[row]].tolist()
+    return result
+
+
+def cooccurrence_counts(id_rows, vocab_size: int, window: int):
+    """C[t_i, t_j] += 1 and C[t_j, t_i] += 1 for every i and every j != i in
+    [max(0, i - w), min(i + w, len) - 1] (the reference's asymmetric window), as a CSR matrix."""
+    from scipy import sparse
+
+    rows, columns = [], []
+    for ids in id_rows:
+        tokens = np.asarray(ids, dtype=np.int64)
+        for offset in range(-window, window):
+            if offset == 0:
+                continue
+            i = np.arange(max(0, -offset), min(len(tokens), len(tokens) - offset))
+            rows.extend((tokens[i], tokens[i + offset]))
+            columns.extend((tokens[i + offset], tokens[i]))
+    if not rows:
+        return sparse.csr_matrix((vocab_size, vocab_size), dtype=np.int64)
+    r, c = np.concatenate(rows), np.concatenate(columns)
+    return sparse.coo_matrix((np.ones(r.size, dtype=np.int64), (r, c)), shape=(vocab_size, vocab_size)).tocsr()
+
+
+def cooccurrence_mapping(mapping: dict[str, str], minima: dict[str, list[str]], base_index: dict[str, int],
+                         blending_index: dict[str, int], base_counts, blending_counts, base_marker: str,
+                         blending_marker: str) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Steps 4-5 of ``co_occurrence``: re-choose among equally distant base pieces by the cosine of
+    co-occurrence rows over the anchor columns. Returns the new mapping and the changes
+    ``{x': [default choice, new choice]}``."""
+    inverse = {}
+    for key, value in mapping.items():  # the last key mapped to a base piece wins
+        inverse[value] = key
+    anchor_base, anchor_blending = [], []
+    for anchor in sorted(inverse, key=base_index.__getitem__):
+        blending_piece = inverse[anchor].replace(base_marker, blending_marker)
+        if blending_piece in blending_index:
+            anchor_base.append(base_index[anchor])
+            anchor_blending.append(blending_index[blending_piece])
+    base_rows = base_counts[:, anchor_base].tocsr()
+    blending_rows = blending_counts[:, anchor_blending].tocsr()
+    updated, changes = dict(mapping), {}
+    for key, value in mapping.items():
+        if key == value:
+            continue
+        candidates = minima[key]
+        if len(candidates) == 1:
+            choice = candidates[0]
+        else:
+            blending_id = blending_index.get(key.replace(base_marker, blending_marker))
+            b = (blending_rows[blending_id].toarray()[0].astype(np.float64) if blending_id is not None
+                 else np.zeros(len(anchor_blending)))
+            rows = base_rows[[base_index[candidate] for candidate in candidates]].astype(np.float64)
+            norms = np.sqrt(np.asarray(rows.multiply(rows).sum(axis=1)).ravel())
+            similarities = (rows @ b) / (norms * np.sqrt(np.sum(b * b)) + 1e-6)  # integer sums: exact
+            choice = candidates[int(np.argmax(similarities))]  # the first maximum
+        if choice != value:
+            updated[key] = choice
+            changes[key] = [value, choice]
+    return updated, changes
 
 
 def load_vocab_mapping(path: str, base_pieces, flag: str = "--vocab_mapping_save_dir") -> dict[str, str]:
