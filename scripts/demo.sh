@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's main job in one command, offline on a CPU in a few minutes:
+# The project's main job in one command, offline on a CPU (time: see README, "Demo time"):
 #
 #   scripts/demo.sh
 #
