@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's main job in one command, offline on a CPU in a few minutes:
+# The project's main job in one command, offline on a CPU (time: see README, "Demo time"):
 #
 #   scripts/demo.sh
 #
@@ -89,8 +89,10 @@ heldout_env=(DATA_PATH="$HELDOUT_DATA" REP_DIR="$HELDOUT_DIR/representations" SP
              ALIGNED_DIR="$HELDOUT_DIR/aligned_representations" LOG_DIR="$LOG_DIR/heldout")
 heldout_aligned="$(ALIGNED_DIR="$HELDOUT_DIR/aligned_representations" aligned_dir "$TEACHER" 0)"
 teacher_rep="$(REP_DIR="$HELDOUT_DIR/representations" rep_dir "$TEACHER" 0)"
-run_step heldout_representation "$(model_name "$TEACHER")" "$teacher_rep" \
-  env "${heldout_env[@]}" MODELS="$PIVOT $TEACHER" "$SCRIPTS_DIR/get_representation.sh"
+for model in "$PIVOT" "$TEACHER"; do
+  run_step heldout_representation "$(model_name "$model")" "$(REP_DIR="$HELDOUT_DIR/representations" rep_dir "$model" 0)" \
+    env "${heldout_env[@]}" MODELS="$model" "$SCRIPTS_DIR/get_representation.sh"
+done
 pair="$(model_name "$PIVOT")_$(model_name "$TEACHER")"
 mkdir -p "$HELDOUT_DIR/aligned_representations"
 for file in "${pair}_token_alignment_matrix.npz" "${pair}_blending_to_base.json"; do
