@@ -41,8 +41,8 @@ for source in "${SOURCE_LIST[@]}"; do
     --align_type "$ALIGN_TYPE"
     --token_alignment_matrix_file "$matrix"
     --blending_to_base_file "$mapping"
-    --aligned_dataset_tknz_save_dir "$ALIGNED_DIR/${pair}_tknz"   # the token alignments, read back per split
   )
+  tknz="$ALIGNED_DIR/${pair}_tknz"   # the token alignments, read back by every distribution pass
   if [[ -n "$CACHE_DIR" ]]; then common+=(--cache_dir "$CACHE_DIR"); fi
   base_sets=() blending_sets=()
   for i in $(split_indices); do
@@ -52,12 +52,15 @@ for source in "${SOURCE_LIST[@]}"; do
   # The mapping is written after the matrix ("hard" writes no mapping).
   if [[ "$ALIGN_TYPE" == hard ]]; then token_done="$matrix"; else token_done="$mapping"; fi
   run_step align_diff_vocab "$(model_name "$source")_token_alignment" "$token_done" \
-    "${align[@]}" "${common[@]}" --do_token_alignment \
+    "${align[@]}" "${common[@]}" --do_token_alignment --aligned_dataset_tknz_save_dir "$tknz" \
     --base_dataset_dir "$(comma_list "${base_sets[@]}")" \
     --blending_dataset_dir "$(comma_list "${blending_sets[@]}")"
+  # Without the token alignments (a matrix and mapping made elsewhere), each pass runs its own DTW.
+  reuse=()
+  if [[ -d "$tknz" ]]; then reuse=(--aligned_dataset_tknz_save_dir "$tknz"); fi
   for i in $(split_indices); do
     run_step align_diff_vocab "$(model_name "$source")_split$i" "$(aligned_dir "$source" "$i")" \
-      "${align[@]}" "${common[@]}" --do_distribution_alignment --use_token_alignment_matrix \
+      "${align[@]}" "${common[@]}" "${reuse[@]}" --do_distribution_alignment --use_token_alignment_matrix \
       --metric_level "$METRIC_LEVEL" \
       --base_dataset_dir "$(rep_dir "$PIVOT" "$i")" \
       --blending_dataset_dir "$(rep_dir "$source" "$i")" \

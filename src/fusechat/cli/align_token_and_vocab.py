@@ -79,7 +79,9 @@ def main(argv=None) -> None:
     first_output = (args.aligned_dataset_save_dir or args.blending_to_base_file or args.token_alignment_matrix_file
                     or args.aligned_dataset_tknz_save_dir or ".")
     token_files = (args.token_alignment_matrix_file, args.blending_to_base_file, args.aligned_dataset_tknz_save_dir)
-    for flag in ("aligned_dataset_save_dir", "aligned_dataset_tknz_save_dir"):
+    # The token pass writes --aligned_dataset_tknz_save_dir; the distribution pass only reads it.
+    outputs = ["aligned_dataset_save_dir"] + ["aligned_dataset_tknz_save_dir"] * args.do_token_alignment
+    for flag in outputs:
         check_set_output(getattr(args, flag), f"--{flag}", args.base_dataset_dir, args.blending_dataset_dir)
     with scratch_dir(first_output) as scratch:
         settings = MapSettings(args.batch_size, args.preprocessing_num_workers, scratch)
