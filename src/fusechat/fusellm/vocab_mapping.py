@@ -170,16 +170,12 @@ def cooccurrence_mapping(mapping: dict[str, str], minima: dict[str, list[str]], 
 
 def load_vocab_mapping(path: str, base_pieces, flag: str = "--vocab_mapping_save_dir") -> dict[str, str]:
     """Read a mapping JSON; every value must be a base piece."""
-    import json
     from pathlib import Path
 
+    from ..storage import read_json
+
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{flag} {p}: no such file (run vocab_mapping.py first)")
-    try:
-        mapping = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{flag} {p}: not valid JSON ({exc})") from None
+    mapping = read_json(p, flag, "run vocab_mapping.py first")
     if not isinstance(mapping, dict):
         raise InputError(f"{flag} {p}: expected a JSON object {{source piece: pivot piece}}")
     base_set = set(base_pieces)
