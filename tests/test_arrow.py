@@ -43,3 +43,18 @@ def test_padders():
     values, lengths = np.array([1, 2, 3, 4, 5, 6]), np.array([3, 1, 2])
     assert pad_rows(values, lengths, 4, 0, np.int64, limit=2).tolist() == [[1, 2, 0, 0], [4, 0, 0, 0], [5, 6, 0, 0]]
     assert pad_rows(values, lengths, 3, 9, np.int64).tolist() == [[1, 2, 3], [4, 9, 9], [5, 6, 9]]
+
+
+def test_dataset_from_tables_casts_to_the_features_and_keeps_the_table_order(tmp_path):
+    from datasets import Features, List, Value
+
+    from fusechat.arrow import dataset_from_tables
+
+    features = Features({"ids": List(Value("int32")), "metric": Value("float64"), "logits": List(Value("float16"))})
+    tables = [pa.table({"ids": [[1, 2], [3]], "metric": [0.5, 1.25], "logits": [[1.5, 2.0], [0.25]]}),
+              pa.table({"ids": [[]], "metric": [2.0], "logits": [[]]})]
+    out = dataset_from_tables(iter(tables), features, tmp_path / "rows.arrow")
+    assert out.features == features
+    assert out.to_dict() == {"ids": [[1, 2], [3], []], "metric": [0.5, 1.25, 2.0], "logits": [[1.5, 2.0], [0.25], []]}
+    empty = dataset_from_tables([], features, tmp_path / "none.arrow")
+    assert len(empty) == 0 and empty.features == features

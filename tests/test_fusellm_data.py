@@ -414,6 +414,49 @@ def test_packing_cli_nan_rows_token_level_and_fiter_nan(tmp_path):
     assert packed["metric_ce"] == expected["metric_ce"]
 
 
+def test_pack_dataset_dict_streams_every_split_with_float64_metrics(tmp_path):
+    from datasets import Dataset, DatasetDict, Features, List, Value, load_from_disk
+
+    from fusechat.fusellm.packing import pack_dataset_dict
+
+    columns = {split: _random_columns(random.Random(seed), 17) for split, seed in (("train", 5), ("test", 6))}
+    features = Features({"input_ids": List(Value("int32")), "per_step_logits": List(List(Value("float16"))),
+                         "per_step_aligned_indices_0": List(List(Value("int64"))), "metric_ce": Value("float16"),
+                         "metric_ce_aligned_0": Value("float32")})
+    DatasetDict({split: Dataset.from_dict(c, features=features) for split, c in columns.items()}
+                ).save_to_disk(str(tmp_path / "in"))
+    stored = load_from_disk(str(tmp_path / "in"))  # the values as stored (float16/float32 metrics)
+    pack_dataset_dict(str(tmp_path / "in"), str(tmp_path / "out"), 6, num_workers=3, batch_size=2)
+    packed = load_from_disk(str(tmp_path / "out"))
+    assert sorted(packed) == ["test", "train"]
+    for split in ("train", "test"):
+        assert packed[split].features == Features({**features, "metric_ce": Value("float64"),
+                                                   "metric_ce_aligned_0": Value("float64")})
+        expected = literal_pack(stored[split].to_dict(), 6, 3, 2)
+        for name in features:
+            assert packed[split][name] == expected[name], name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]  # the scratch file is gone
+
+
+@pytest.mark.parametrize("stage", ["split_long_text", "forward_for_logits", "token_alignment", "packing"])
+def test_stage_clis_refuse_an_output_that_is_an_input_before_any_work(tmp_path, stage):
+    from datasets import Dataset, DatasetDict
+
+    data = tmp_path / "data"
+    DatasetDict({"train": Dataset.from_dict({"text": ["a b c"]})}).save_to_disk(str(data))
+    before = sorted(p.name for p in data.iterdir())
+    model = str(tmp_path / "no-such-model")  # never loaded: the output is refused first
+    argv = {"split_long_text": ["--base_model_name_or_path", model, "--blending_model_name_or_path", model,
+                                "--another_blending_model_name_or_path", model, "--dataset", str(data)],
+            "forward_for_logits": ["--model_name_or_path", model, "--dataset", str(data)],
+            "token_alignment": ["--base_model_name_or_path", model, "--blending_model_name_or_path", model,
+                                "--base_dataset_dir", str(tmp_path / "other"), "--blending_dataset_dir", str(data)],
+            "packing": ["--dataset_dir", str(data)]}[stage]
+    with pytest.raises(InputError, match=r"--dataset_save_dir .*data is also an input"):
+        getattr(cli, f"{stage}_main")(argv + ["--dataset_save_dir", str(data)])
+    assert sorted(p.name for p in data.iterdir()) == before
+
+
 # --- 12.7 the published stage commands, paths local, sizes tiny -----------------------------------
 
 def _published(tmp_path, script, *args):

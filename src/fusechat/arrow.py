@@ -3,7 +3,7 @@ list lengths and values, and the one place that relies on a ``datasets`` interna
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -61,6 +61,18 @@ def record_batches(dataset, columns: Sequence[str], rows: int) -> Iterator[pa.Re
     """``columns`` of a ``datasets.Dataset`` as record batches of at most ``rows`` rows, in row order."""
     for table in dataset.select_columns(list(columns)).with_format("arrow").iter(batch_size=rows):
         yield from table.combine_chunks().to_batches()
+
+
+def dataset_from_tables(tables: Iterable[pa.Table], features, path):
+    """A ``datasets.Dataset`` of ``tables`` written one by one to the Arrow stream file ``path`` (cast
+    to ``features``), so only one table is in memory; the dataset is memory-mapped from ``path``."""
+    from datasets import Dataset
+
+    schema = features.arrow_schema  # carries the features as metadata, so they are read back exactly
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for table in tables:
+            writer.write_table(table.cast(schema))
+    return Dataset.from_file(str(path))
 
 
 def without_indices_mapping(dataset):

@@ -168,13 +168,13 @@ def summarize(steps: list[Step]) -> dict:
     return {"stages": stages, "pairs": pairs}
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
-def _curve(training: dict | None, key: str) -> str:
+def curve(training: dict | None, key: str) -> str:
     if not training or key not in training:
         return "-"
     first, last = training[key]
@@ -192,7 +192,7 @@ def format_heldout(heldout: dict) -> list[str]:
     rows = [[known.get(label, label), _nats(m["reply_ce"]), _nats(m["teacher_ce"])] for label, m in
             sorted(models.items(), key=lambda item: list(known).index(item[0]) if item[0] in known else len(known))]
     lines = ["", f"Held-out conversations ({heldout['rows']}, never trained on)",
-             _table(["model", "reply CE", "CE vs teacher's distributions"], rows),
+             table(["model", "reply CE", "CE vs teacher's distributions"], rows),
              "  reply CE: mean next-token cross-entropy (nats) over the reply tokens; CE vs teacher: over the reply "
              "positions carrying the teacher's aligned distribution."]
     if "sft" in models and "fused" in models:
@@ -213,16 +213,16 @@ def format_summary(summary: dict, answer: dict | None = None, heldout: dict | No
     stage_rows = [[stage, f"{s['ran']}/{s['skipped']}", f"{s['seconds']:.0f}", str(s["outputs"]),
                    "-" if s["rows"] is None else str(s["rows"])]
                   for stage, s in summary["stages"].items()]
-    parts = ["Stages", _table(["stage", "ran/skipped", "time (s)", "outputs", "rows"], stage_rows)]
+    parts = ["Stages", table(["stage", "ran/skipped", "time (s)", "outputs", "rows"], stage_rows)]
     pair_rows = []
     for model, p in summary["pairs"].items():
         quality = "-" if p["alignment_quality"] is None else f"{100 * p['alignment_quality']:.1f}%"
         share = "-" if p["source_share"] is None else f"{p['source_won']}/{p['mince_rows']} ({100 * p['source_share']:.0f}%)"
         steps = str(p["training"]["steps"]) if p["training"] else "-"
         pair_rows.append([model, p["vocabulary"] or "-", f"{p['aligned_rows']} -> {p['kept_rows']}", quality, share,
-                          steps, _curve(p["training"], "lm_loss"), _curve(p["training"], "fuse_loss")])
+                          steps, curve(p["training"], "lm_loss"), curve(p["training"], "fuse_loss")])
     parts += ["", "Pairs (pivot + source)",
-              _table(["source", "vocabulary", "rows (aligned -> kept)", "source distribution at", "MinCE: source won",
+              table(["source", "vocabulary", "rows (aligned -> kept)", "source distribution at", "MinCE: source won",
                       "train steps", "LM loss", "fuse loss"], pair_rows),
               "  source distribution at: pivot positions whose fused entry is the source's distribution, not "
               "ONE-HOT or EMPTY.",

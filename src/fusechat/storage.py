@@ -207,6 +207,18 @@ def write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> None:
         json.dump(obj, handle, ensure_ascii=False, indent=indent)
 
 
+def read_json(path: str | os.PathLike, flag: str, hint: str):
+    """The JSON value in the file ``path`` given by ``flag``; a clear error when the file is missing
+    (``hint`` says how to make it) or is not valid JSON."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{flag} {p}: no such file ({hint})")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{flag} {p}: not valid JSON ({exc})") from None
+
+
 def save_dataset_atomic(dataset, path: str | os.PathLike, num_proc: int | None = None,
                         provenance: dict | None = None) -> None:
     """``save_to_disk`` into a temporary folder, then rename into place; ``provenance`` (what made

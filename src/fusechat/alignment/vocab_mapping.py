@@ -23,7 +23,7 @@ import numpy as np
 from scipy import sparse
 
 from ..errors import InputError
-from ..storage import atomic_file, write_json
+from ..storage import atomic_file, read_json, write_json
 
 ALIGN_TYPES = ("hard", "soft", "default")
 SENTENCEPIECE_MARKER = "\u2581"  # "▁"
@@ -422,12 +422,7 @@ def save_blending_to_base(path: str | os.PathLike, mapping: Iterable[int]) -> No
 def load_blending_to_base(path: str | os.PathLike, blending_size: int, base_size: int) -> list[int]:
     """Read a ``--blending_to_base_file`` and check it against both vocabularies."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"--blending_to_base_file {p}: no such file (run with --do_token_alignment first)")
-    try:
-        mapping = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"--blending_to_base_file {p}: not valid JSON ({exc})") from None
+    mapping = read_json(p, "--blending_to_base_file", "run with --do_token_alignment first")
     if not isinstance(mapping, list):
         raise InputError(f"--blending_to_base_file {p}: expected a JSON list, got {type(mapping).__name__}")
     if len(mapping) != blending_size:

@@ -7,38 +7,9 @@ the released scripts take but that change nothing here are accepted and say so i
 from __future__ import annotations
 
 import argparse
-import logging
-import shutil
-import tempfile
-from pathlib import Path
 
 from ..errors import InputError
-from ..storage import save_dataset_atomic, write_json
-
-logger = logging.getLogger("fusellm")
-
-
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-
-
-def _num_proc(value: int | None) -> int | None:
-    return value if value and value > 1 else None
-
-
-class _Scratch:
-    """A temporary folder next to the output, removed at the end whatever happens."""
-
-    def __init__(self, out: str):
-        self.out = Path(out)
-
-    def __enter__(self) -> str:
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.path = tempfile.mkdtemp(prefix=f".{self.out.name}.scratch-", dir=self.out.parent)
-        return self.path
-
-    def __exit__(self, *exc) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+from ..storage import check_output_dir, check_writable
 
 
 # --- 12.1 split_long_text ---------------------------------------------------------------------
@@ -59,28 +30,13 @@ def split_long_text_parser() -> argparse.ArgumentParser:
 
 
 def split_long_text_main(argv=None) -> None:
-    from datasets import DatasetDict
+    from .split_long_text import split_long_texts
 
-    from .common import TEXT, first_rows, load_dataset_dict, load_stage_tokenizer, require
-    from .split_long_text import split_dataset
-
-    _setup_logging()
     args = split_long_text_parser().parse_args(argv)
-    if args.block_size <= 48:
-        raise InputError(f"--block_size must exceed 48 (the threshold is block_size - 48), got {args.block_size}")
-    dataset_dict = load_dataset_dict(args.dataset, "--dataset")
-    for split, dataset in dataset_dict.items():
-        require(dataset, [TEXT], f"--dataset {args.dataset} split {split!r}")
-    tokenizers = [load_stage_tokenizer(path, None, args.cache_dir) for path in (
-        args.base_model_name_or_path, args.blending_model_name_or_path, args.another_blending_model_name_or_path)]
-    result = DatasetDict({
-        split: split_dataset(first_rows(dataset, args.dataset_sample_prop), tokenizers, args.block_size,
-                             _num_proc(args.preprocessing_num_workers))
-        for split, dataset in dataset_dict.items()})
-    for split in result:
-        logger.info("split %s: %d rows -> %d rows", split, len(first_rows(dataset_dict[split], args.dataset_sample_prop)),
-                    len(result[split]))
-    save_dataset_atomic(result, args.dataset_save_dir)
+    models = [args.base_model_name_or_path, args.blending_model_name_or_path, args.another_blending_model_name_or_path]
+    check_output_dir(args.dataset_save_dir, "--dataset_save_dir", [args.dataset, *models])
+    split_long_texts(args.dataset, args.dataset_save_dir, models, args.block_size, args.cache_dir,
+                     args.dataset_sample_prop, args.preprocessing_num_workers)
 
 
 # --- 12.2 forward_for_logits ------------------------------------------------------------------
@@ -107,39 +63,18 @@ def forward_for_logits_parser() -> argparse.ArgumentParser:
 
 
 def forward_for_logits_main(argv=None) -> None:
-    import torch
-
-    from ..modeling import load_causal_lm, output_vocab_size
     from ..representation import CaptureOptions
-    from .common import load_dataset_dict, load_stage_tokenizer
-    from .representation import represent_dataset_dict
+    from .representation import forward_for_logits
 
-    _setup_logging()
     args = forward_for_logits_parser().parse_args(argv)
     if args.training_mode != "full":
         raise InputError(f"--training_mode {args.training_mode!r}: only 'full' is offered (the release uses it)")
-    if args.top_k_logits < 1:
-        raise InputError(f"--top_k_logits must be at least 1 (full logits are refused), got {args.top_k_logits}")
-    if args.model_max_length < 2:
-        raise InputError(f"--model_max_length must be at least 2, got {args.model_max_length}")
-    dataset_dict = load_dataset_dict(args.dataset, "--dataset")
-    tokenizer = load_stage_tokenizer(args.model_name_or_path, args.model_max_length, args.cache_dir)
-    model = load_causal_lm(args.model_name_or_path, None, args.load_in_half, cache_dir=args.cache_dir)
-    model.eval()
-    model.config.use_cache = False
-    if torch.cuda.is_available():
-        model.to("cuda")
-    if len(tokenizer) > output_vocab_size(model):
-        raise InputError(f"{args.model_name_or_path}: tokenizer has {len(tokenizer)} tokens but the model's "
-                         f"output layer only {output_vocab_size(model)}")
+    check_output_dir(args.dataset_save_dir, "--dataset_save_dir", [args.dataset, args.model_name_or_path])
     options = CaptureOptions(top_k=args.top_k_logits, batch_size=args.batch_size,
                              per_token_metric=args.save_per_token_metric, no_assert=args.no_assert)
-    with _Scratch(args.dataset_save_dir) as scratch:
-        result = represent_dataset_dict(dataset_dict, tokenizer, model, args.model_max_length, options, scratch,
-                                        args.dataset_sample_prop, args.dataset_split_num, args.dataset_index,
-                                        _num_proc(args.preprocessing_num_workers))
-        save_dataset_atomic(result, args.dataset_save_dir)
-    logger.info("saved %s rows to %s", {s: len(d) for s, d in result.items()}, args.dataset_save_dir)
+    forward_for_logits(args.dataset, args.dataset_save_dir, args.model_name_or_path, args.model_max_length, options,
+                       args.load_in_half, args.cache_dir, args.dataset_sample_prop, args.dataset_split_num,
+                       args.dataset_index, args.preprocessing_num_workers)
 
 
 # --- 12.3 vocab_mapping -----------------------------------------------------------------------
@@ -161,59 +96,13 @@ def vocab_mapping_parser() -> argparse.ArgumentParser:
 
 
 def vocab_mapping_main(argv=None) -> None:
-    from ..alignment.vocab_mapping import word_start_marker
-    from .common import load_stage_tokenizer
-    from .vocab_mapping import MAPPING_TYPES, default_vocab_mapping, ordered_pieces
+    from .vocab_mapping import build_vocab_mapping
 
-    _setup_logging()
     args = vocab_mapping_parser().parse_args(argv)
-    if args.vocab_mapping_type not in MAPPING_TYPES:
-        raise InputError(f"--vocab_mapping_type {args.vocab_mapping_type!r} is unknown; choose from "
-                         f"{', '.join(MAPPING_TYPES)}")
-    if args.num_process < 1:
-        raise InputError(f"--num_process must be at least 1, got {args.num_process}")
-    if not args.vocab_mapping_save_dir.endswith(".json"):
-        raise InputError(f"--vocab_mapping_save_dir {args.vocab_mapping_save_dir}: the path of a .json file")
-    co_occurrence = args.vocab_mapping_type == "co_occurrence"
-    texts = _validation_texts(args.dataset_dir) if co_occurrence else None
-    base = load_stage_tokenizer(args.base_model_name_or_path, args.model_max_length, args.cache_dir)
-    blending = load_stage_tokenizer(args.blending_model_name_or_path, args.model_max_length, args.cache_dir)
-    base_pieces, blending_pieces = ordered_pieces(base), ordered_pieces(blending)
-    base_marker, blending_marker = word_start_marker(base), word_start_marker(blending)
-    result = default_vocab_mapping(blending_pieces, base_pieces, blending_marker, base_marker,
-                                   workers=args.num_process, with_minima=co_occurrence)
-    if co_occurrence:
-        from .vocab_mapping import cooccurrence_counts, cooccurrence_mapping
-
-        mapping, minima = result
-        counts = [cooccurrence_counts(tokenizer(texts, add_special_tokens=False, truncation=True,
-                                                max_length=args.model_max_length)["input_ids"],
-                                      len(pieces), args.window_size)
-                  for tokenizer, pieces in ((base, base_pieces), (blending, blending_pieces))]
-        mapping, changes = cooccurrence_mapping(
-            mapping, minima, {p: i for i, p in enumerate(base_pieces)}, {p: i for i, p in enumerate(blending_pieces)},
-            counts[0], counts[1], base_marker, blending_marker)
-        log_path = args.vocab_mapping_save_dir[: -len(".json")] + "_updated_log.json"
-        write_json(log_path, changes, indent=None)
-        logger.info("co_occurrence changed %d entries (listed in %s)", len(changes), log_path)
-    else:
-        mapping = result
-    write_json(args.vocab_mapping_save_dir, mapping, indent=None)
-    exact = sum(key == value for key, value in mapping.items())
-    logger.info("%d entries (%d exact, %d by minimum edit distance) written to %s", len(mapping), exact,
-                len(mapping) - exact, args.vocab_mapping_save_dir)
-
-
-def _validation_texts(dataset_dir: str | None) -> list[str]:
-    from .common import TEXT, load_dataset_dict, require
-
-    if not dataset_dir:
-        raise InputError("--vocab_mapping_type co_occurrence needs --dataset_dir (its validation split is counted)")
-    dataset_dict = load_dataset_dict(dataset_dir, "--dataset_dir")
-    if "validation" not in dataset_dict:
-        raise InputError(f"--dataset_dir {dataset_dir}: no 'validation' split (found {list(dataset_dict)})")
-    require(dataset_dict["validation"], [TEXT], f"--dataset_dir {dataset_dir} split 'validation'")
-    return list(dataset_dict["validation"][TEXT])
+    check_writable(args.vocab_mapping_save_dir, "--vocab_mapping_save_dir")  # a file, replaced on a rerun
+    build_vocab_mapping(args.base_model_name_or_path, args.blending_model_name_or_path, args.vocab_mapping_save_dir,
+                        args.vocab_mapping_type, args.dataset_dir, args.model_max_length, args.window_size,
+                        args.num_process, args.cache_dir)
 
 
 # --- 12.4 token_alignment ---------------------------------------------------------------------
@@ -241,40 +130,16 @@ def token_alignment_parser() -> argparse.ArgumentParser:
 
 
 def token_alignment_main(argv=None) -> None:
-    from datasets import DatasetDict
+    from .token_alignment import PairSpec, align_representations
 
-    from .common import load_dataset_dict
-    from .token_alignment import PairSpec, align_split, check_align_type, check_metric_level
-
-    _setup_logging()
     args = token_alignment_parser().parse_args(argv)
-    check_metric_level(args.metric_level)
-    check_align_type(args.vocab_align_type)
-    if args.blending_model_index < 0:
-        raise InputError(f"--blending_model_index must be 0 or more, got {args.blending_model_index}")
-    if args.vocab_align_type == "soft" and not args.vocab_mapping_save_dir:
-        raise InputError("--vocab_align_type soft needs --vocab_mapping_save_dir (the JSON file of vocab_mapping.py)")
-    base = load_dataset_dict(args.base_dataset_dir, "--base_dataset_dir")
-    blending = load_dataset_dict(args.blending_dataset_dir, "--blending_dataset_dir")
-    if set(base) != set(blending):
-        raise InputError(f"--base_dataset_dir has splits {sorted(base)} but --blending_dataset_dir has {sorted(blending)}")
+    check_output_dir(args.dataset_save_dir, "--dataset_save_dir",
+                     [args.base_dataset_dir, args.blending_dataset_dir, args.vocab_mapping_save_dir])
     spec = PairSpec(args.base_model_name_or_path, args.blending_model_name_or_path, args.vocab_align_type,
                     args.vocab_mapping_save_dir, args.cache_dir)
-    spec.tables()  # a bad model or mapping fails before any work
-    result, skipped = {}, 0
-    with _Scratch(args.dataset_save_dir) as scratch:
-        for split in base:
-            result[split], count = align_split(
-                base[split], blending[split], spec, args.blending_model_index, args.model_max_length,
-                args.onehot_next_token, args.batch_size, _num_proc(args.preprocessing_num_workers),
-                base_name=f"{args.base_dataset_dir} split {split!r}",
-                blending_name=f"{args.blending_dataset_dir} split {split!r}", scratch_dir=scratch)
-            skipped += count
-        if skipped:
-            logger.warning("skipped %d source candidate(s) with no pivot mapping or no piece (the reference "
-                           "crashes on them, DESIGN.md 12.8 #6)", skipped)
-        save_dataset_atomic(DatasetDict(result), args.dataset_save_dir)
-    logger.info("saved %s rows to %s", {s: len(d) for s, d in result.items()}, args.dataset_save_dir)
+    align_representations(args.base_dataset_dir, args.blending_dataset_dir, args.dataset_save_dir, spec,
+                          args.blending_model_index, args.model_max_length, args.onehot_next_token, args.batch_size,
+                          args.preprocessing_num_workers, args.metric_level)
 
 
 # --- 12.5 packing -----------------------------------------------------------------------------
@@ -295,36 +160,9 @@ def packing_parser() -> argparse.ArgumentParser:
 
 
 def packing_main(argv=None) -> None:
-    from datasets import Dataset, DatasetDict, Features, Value
-    from datasets.arrow_writer import ArrowWriter
-    from tqdm.auto import tqdm
+    from .packing import pack_dataset_dict
 
-    from .common import load_dataset_dict
-    from .packing import is_metric_column, nan_rows, packed_tables
-    from .token_alignment import check_metric_level
-
-    _setup_logging()
     args = packing_parser().parse_args(argv)
-    check_metric_level(args.metric_level)
-    dataset_dict = load_dataset_dict(args.dataset_dir, "--dataset_dir")
-    with _Scratch(args.dataset_save_dir) as scratch:
-        result = {}
-        for split, dataset in dataset_dict.items():
-            where = f"{args.dataset_dir} split {split!r}"
-            if args.fiter_nan:
-                bad = nan_rows(dataset)
-                logger.info("split %s: dropping %d row(s) with a NaN metric", split, bad.size)
-                if bad.size:
-                    keep = sorted(set(range(len(dataset))) - set(bad.tolist()))
-                    dataset = dataset.select(keep)
-            features = Features({name: Value("float64") if is_metric_column(name) else feature
-                                 for name, feature in dataset.features.items()})
-            path = str(Path(scratch) / f"{split}.arrow")
-            with ArrowWriter(features=features, path=path) as writer:
-                for table in tqdm(packed_tables(dataset, args.model_max_length, args.preprocessing_num_workers,
-                                                args.batch_size, where), desc=f"Packing {split}", unit="batch"):
-                    writer.write_table(table.cast(features.arrow_schema))
-                writer.finalize()
-            result[split] = Dataset.from_file(path)
-            logger.info("split %s: %d rows -> %d packed rows", split, len(dataset), len(result[split]))
-        save_dataset_atomic(DatasetDict(result), args.dataset_save_dir)
+    check_output_dir(args.dataset_save_dir, "--dataset_save_dir", [args.dataset_dir])
+    pack_dataset_dict(args.dataset_dir, args.dataset_save_dir, args.model_max_length,
+                      args.preprocessing_num_workers, args.batch_size, args.fiter_nan, args.metric_level)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..alignment.aligned_sets import carried_positions
-from ..demo import _curve, _table, is_dataset, loss_curve, read_steps
+from ..demo import curve, is_dataset, loss_curve, read_steps, table
 from ..errors import run_cli
 from ..storage import load_dataset_dir, write_json
 from .collator import TEACHERS
@@ -92,21 +92,21 @@ def summarize(steps) -> dict:
 def format_summary(summary: dict) -> str:
     stage_rows = [[stage, f"{s['ran']}/{s['skipped']}", f"{s['seconds']:.0f}", str(s["outputs"]),
                    "-" if s["rows"] is None else str(s["rows"])] for stage, s in summary["stages"].items()]
-    parts = ["Stages", _table(["stage", "ran/skipped", "time (s)", "outputs", "rows (all splits)"], stage_rows)]
+    parts = ["Stages", table(["stage", "ran/skipped", "time (s)", "outputs", "rows (all splits)"], stage_rows)]
     source_rows = [[name, f"{s['carried']}/{s['positions']}",
                     "-" if s["share"] is None else f"{100 * s['share']:.1f}%"] for name, s in summary["sources"].items()]
     parts += ["", "Alignment: pivot positions carrying the source's distribution (not ONE-HOT, not EMPTY)",
-              _table(["source", "positions", "share"], source_rows)]
+              table(["source", "positions", "share"], source_rows)]
     wins = summary["mince_wins"]
     total = sum(wins.values())
     parts += ["", f"MinCE: packed training rows won by each teacher (of {total})",
-              _table(["teacher", "rows", "share"],
+              table(["teacher", "rows", "share"],
                      [[name, str(n), f"{100 * n / total:.0f}%" if total else "-"] for name, n in wins.items()])]
     training = summary["training"]
     steps = str(training["steps"]) if training else "-"
     parts += ["", f"Training ({steps} optimizer steps): first -> last logged value",
-              _table(["loss", "distill loss", "LM loss"],
-                     [[_curve(training, "loss"), _curve(training, "distill_loss"), _curve(training, "lm_loss")]])]
+              table(["loss", "distill loss", "LM loss"],
+                     [[curve(training, "loss"), curve(training, "distill_loss"), curve(training, "lm_loss")]])]
     return "\n".join(parts)
 
 

@@ -114,3 +114,44 @@ def packed_rows(dataset, block_size: int, num_workers: int | None, batch_size: i
     """The packed rows one by one, as Python dicts."""
     for table in packed_tables(dataset, block_size, num_workers, batch_size, where):
         yield from table.to_pylist()
+
+
+def pack_dataset(dataset, block_size: int, num_workers: int | None, batch_size: int, path,
+                 where: str = "split"):
+    """One split packed (metric columns as float64), streamed to the Arrow file ``path`` one input
+    batch at a time; the result is memory-mapped from ``path``."""
+    from datasets import Features, Value
+    from tqdm.auto import tqdm
+
+    from ..arrow import dataset_from_tables
+
+    features = Features({name: Value("float64") if is_metric_column(name) else feature
+                         for name, feature in dataset.features.items()})
+    tables = packed_tables(dataset, block_size, num_workers, batch_size, where)
+    return dataset_from_tables(tqdm(tables, desc=f"Packing {where}", unit="batch"), features, path)
+
+
+def pack_dataset_dict(dataset_dir: str, save_dir: str, block_size: int, num_workers: int | None = None,
+                      batch_size: int = 1000, filter_nan: bool = False, metric_level: str = "sequence") -> None:
+    """packing.py: every split at ``dataset_dir`` packed into ``block_size``-token rows, saved at
+    ``save_dir``; ``filter_nan`` drops the rows with a NaN metric first."""
+    from datasets import DatasetDict
+
+    from ..storage import save_dataset_atomic, scratch_dir
+    from .common import load_dataset_dict
+    from .token_alignment import check_metric_level
+
+    check_metric_level(metric_level)
+    dataset_dict = load_dataset_dict(dataset_dir, "--dataset_dir")
+    with scratch_dir(save_dir) as scratch:
+        result = {}
+        for split, dataset in dataset_dict.items():
+            if filter_nan:
+                bad = nan_rows(dataset)
+                logger.info("split %s: dropping %d row(s) with a NaN metric", split, bad.size)
+                if bad.size:
+                    dataset = dataset.select(sorted(set(range(len(dataset))) - set(bad.tolist())))
+            result[split] = pack_dataset(dataset, block_size, num_workers, batch_size, scratch / f"{split}.arrow",
+                                         where=f"{dataset_dir} split {split!r}")
+            logger.info("split %s: %d rows -> %d packed rows", split, len(dataset), len(result[split]))
+        save_dataset_atomic(DatasetDict(result), save_dir)

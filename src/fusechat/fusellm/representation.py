@@ -108,3 +108,36 @@ def represent_dataset_dict(dataset_dict, tokenizer, model, max_length: int, opti
                                       options=options, scratch_dir=str(split_scratch), progress=progress)
         logger.info("split %s: %d rows", split, len(result[split]))
     return DatasetDict(result)
+
+
+def forward_for_logits(dataset_dir: str, save_dir: str, model_name_or_path: str, max_length: int,
+                       options: CaptureOptions, load_in_half: str = "none", cache_dir: str | None = None,
+                       sample_prop: float | None = None, split_num: int | None = None,
+                       split_index: int | None = None, num_proc: int | None = None) -> None:
+    """forward_for_logits.py: the representations of one model over every split at ``dataset_dir``,
+    saved at ``save_dir``."""
+    import torch
+
+    from ..modeling import load_causal_lm
+    from ..storage import save_dataset_atomic, scratch_dir
+    from .common import load_dataset_dict, load_stage_tokenizer
+
+    if options.top_k < 1:
+        raise InputError(f"--top_k_logits must be at least 1 (full logits are refused), got {options.top_k}")
+    if max_length < 2:
+        raise InputError(f"--model_max_length must be at least 2, got {max_length}")
+    dataset_dict = load_dataset_dict(dataset_dir, "--dataset")
+    tokenizer = load_stage_tokenizer(model_name_or_path, max_length, cache_dir)
+    model = load_causal_lm(model_name_or_path, None, load_in_half, cache_dir=cache_dir)
+    model.eval()
+    model.config.use_cache = False
+    if torch.cuda.is_available():
+        model.to("cuda")
+    if len(tokenizer) > output_vocab_size(model):
+        raise InputError(f"{model_name_or_path}: tokenizer has {len(tokenizer)} tokens but the model's "
+                         f"output layer only {output_vocab_size(model)}")
+    with scratch_dir(save_dir) as scratch:
+        result = represent_dataset_dict(dataset_dict, tokenizer, model, max_length, options, str(scratch),
+                                        sample_prop, split_num, split_index, num_proc)
+        save_dataset_atomic(result, save_dir)
+    logger.info("saved %s rows to %s", {s: len(d) for s, d in result.items()}, save_dir)

@@ -9,7 +9,12 @@ literal special-token string vanishes); that is the released corpus (12.8 #12) a
 
 from __future__ import annotations
 
+import logging
+
+from ..errors import InputError
 from .common import TEXT
+
+logger = logging.getLogger(__name__)
 
 MARGIN = 48
 
@@ -40,3 +45,27 @@ def split_dataset(dataset, tokenizers, block_size: int, num_proc: int | None = N
     return dataset.map(split_batch, batched=True, batch_size=100, remove_columns=dataset.column_names,
                        fn_kwargs={"tokenizers": tokenizers, "threshold": split_threshold(block_size)},
                        num_proc=num_proc if num_proc and num_proc > 1 else None, desc="Splitting long texts")
+
+
+def split_long_texts(dataset_dir: str, save_dir: str, model_paths: list[str], block_size: int,
+                     cache_dir: str | None = None, sample_prop: float | None = None,
+                     num_proc: int | None = None) -> None:
+    """split_long_text.py: every split of the DatasetDict at ``dataset_dir`` cut for the tokenizers of
+    ``model_paths`` (base, blending, another blending), saved at ``save_dir``."""
+    from datasets import DatasetDict
+
+    from ..storage import save_dataset_atomic
+    from .common import first_rows, load_dataset_dict, load_stage_tokenizer, require
+
+    if block_size <= MARGIN:
+        raise InputError(f"--block_size must exceed {MARGIN} (the threshold is block_size - {MARGIN}), got {block_size}")
+    dataset_dict = load_dataset_dict(dataset_dir, "--dataset")
+    for split, dataset in dataset_dict.items():
+        require(dataset, [TEXT], f"--dataset {dataset_dir} split {split!r}")
+    tokenizers = [load_stage_tokenizer(path, None, cache_dir) for path in model_paths]
+    result = {}
+    for split, dataset in dataset_dict.items():
+        dataset = first_rows(dataset, sample_prop)
+        result[split] = split_dataset(dataset, tokenizers, block_size, num_proc)
+        logger.info("split %s: %d rows -> %d rows", split, len(dataset), len(result[split]))
+    save_dataset_atomic(DatasetDict(result), save_dir)

@@ -19,6 +19,7 @@ mapping, an id with no piece (the logit layer is wider than the tokenizer).
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,8 @@ ALIGN_TYPES = ("hard", "soft")
 TIE_ORDER = "diagonal-up-left"
 # Candidate table codes besides a base id (>= 0).
 NOT_IN_BASE, MISSING_KEY, NO_PIECE = -1, -2, -3
+
+logger = logging.getLogger(__name__)
 
 
 def check_align_type(align_type: str) -> str:
@@ -298,3 +301,39 @@ def _digest(name: str) -> str:
     import hashlib
 
     return hashlib.sha1(name.encode()).hexdigest()[:12]
+
+
+def align_representations(base_dir: str, blending_dir: str, save_dir: str, spec: PairSpec, index: int = 0,
+                          max_length: int = 2048, onehot_next_token: bool = False, batch_size: int = 1000,
+                          num_proc: int | None = None, metric_level: str = "sequence") -> None:
+    """token_alignment.py: every split of the pivot's set at ``base_dir`` with the aligned columns of
+    the source set at ``blending_dir`` added as ``*_<index>``, saved at ``save_dir``."""
+    from datasets import DatasetDict
+
+    from ..storage import save_dataset_atomic, scratch_dir
+    from .common import load_dataset_dict
+
+    check_metric_level(metric_level)
+    check_align_type(spec.align_type)
+    if index < 0:
+        raise InputError(f"--blending_model_index must be 0 or more, got {index}")
+    if spec.align_type == "soft" and not spec.mapping_file:
+        raise InputError("--vocab_align_type soft needs --vocab_mapping_save_dir (the JSON file of vocab_mapping.py)")
+    base = load_dataset_dict(base_dir, "--base_dataset_dir")
+    blending = load_dataset_dict(blending_dir, "--blending_dataset_dir")
+    if set(base) != set(blending):
+        raise InputError(f"--base_dataset_dir has splits {sorted(base)} but --blending_dataset_dir has {sorted(blending)}")
+    spec.tables()  # a bad model or mapping fails before any work
+    result, skipped = {}, 0
+    with scratch_dir(save_dir) as scratch:
+        for split in base:
+            result[split], count = align_split(
+                base[split], blending[split], spec, index, max_length, onehot_next_token, batch_size, num_proc,
+                base_name=f"{base_dir} split {split!r}", blending_name=f"{blending_dir} split {split!r}",
+                scratch_dir=str(scratch))
+            skipped += count
+        if skipped:
+            logger.warning("skipped %d source candidate(s) with no pivot mapping or no piece (the reference "
+                           "crashes on them, DESIGN.md 12.8 #6)", skipped)
+        save_dataset_atomic(DatasetDict(result), save_dir)
+    logger.info("saved %s rows to %s", {s: len(d) for s, d in result.items()}, save_dir)

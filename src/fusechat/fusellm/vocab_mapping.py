@@ -16,10 +16,13 @@ id order is kept, so the result is the exhaustive search's.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ..errors import InputError
 
+logger = logging.getLogger(__name__)
 MAPPING_TYPES = ("default", "co_occurrence")
 
 
@@ -170,16 +173,12 @@ def cooccurrence_mapping(mapping: dict[str, str], minima: dict[str, list[str]], 
 
 def load_vocab_mapping(path: str, base_pieces, flag: str = "--vocab_mapping_save_dir") -> dict[str, str]:
     """Read a mapping JSON; every value must be a base piece."""
-    import json
     from pathlib import Path
 
+    from ..storage import read_json
+
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{flag} {p}: no such file (run vocab_mapping.py first)")
-    try:
-        mapping = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{flag} {p}: not valid JSON ({exc})") from None
+    mapping = read_json(p, flag, "run vocab_mapping.py first")
     if not isinstance(mapping, dict):
         raise InputError(f"{flag} {p}: expected a JSON object {{source piece: pivot piece}}")
     base_set = set(base_pieces)
@@ -188,3 +187,67 @@ def load_vocab_mapping(path: str, base_pieces, flag: str = "--vocab_mapping_save
             raise InputError(f"{flag} {p}: entry {key!r} maps to {value!r}, which is not a pivot vocabulary "
                              "piece; was it built for another model pair?")
     return mapping
+
+
+def validation_texts(dataset_dir: str | None) -> list[str]:
+    """The texts of the validation split of ``--dataset_dir`` (what co_occurrence counts)."""
+    from .common import TEXT, load_dataset_dict, require
+
+    if not dataset_dir:
+        raise InputError("--vocab_mapping_type co_occurrence needs --dataset_dir (its validation split is counted)")
+    dataset_dict = load_dataset_dict(dataset_dir, "--dataset_dir")
+    if "validation" not in dataset_dict:
+        raise InputError(f"--dataset_dir {dataset_dir}: no 'validation' split (found {list(dataset_dict)})")
+    require(dataset_dict["validation"], [TEXT], f"--dataset_dir {dataset_dir} split 'validation'")
+    return list(dataset_dict["validation"][TEXT])
+
+
+def updated_log_path(save_path: str) -> str:
+    """Where co_occurrence lists the entries it changed: ``<mapping>_updated_log.json``."""
+    return save_path[: -len(".json")] + "_updated_log.json"
+
+
+def check_mapping_flags(mapping_type: str, workers: int, save_path: str) -> None:
+    if mapping_type not in MAPPING_TYPES:
+        raise InputError(f"--vocab_mapping_type {mapping_type!r} is unknown; choose from {', '.join(MAPPING_TYPES)}")
+    if workers < 1:
+        raise InputError(f"--num_process must be at least 1, got {workers}")
+    if not save_path.endswith(".json"):
+        raise InputError(f"--vocab_mapping_save_dir {save_path}: the path of a .json file")
+
+
+def build_vocab_mapping(base_model: str, blending_model: str, save_path: str, mapping_type: str = "default",
+                        dataset_dir: str | None = None, max_length: int = 2048, window: int = 5, workers: int = 1,
+                        cache_dir: str | None = None) -> None:
+    """vocab_mapping.py: the blending -> base piece mapping of a model pair, written as JSON at
+    ``save_path`` (co_occurrence also writes the entries it changed beside it)."""
+    from ..alignment.vocab_mapping import word_start_marker
+    from ..storage import write_json
+    from .common import load_stage_tokenizer
+
+    check_mapping_flags(mapping_type, workers, save_path)
+    co_occurrence = mapping_type == "co_occurrence"
+    texts = validation_texts(dataset_dir) if co_occurrence else None
+    base = load_stage_tokenizer(base_model, max_length, cache_dir)
+    blending = load_stage_tokenizer(blending_model, max_length, cache_dir)
+    base_pieces, blending_pieces = ordered_pieces(base), ordered_pieces(blending)
+    base_marker, blending_marker = word_start_marker(base), word_start_marker(blending)
+    result = default_vocab_mapping(blending_pieces, base_pieces, blending_marker, base_marker,
+                                   workers=workers, with_minima=co_occurrence)
+    if co_occurrence:
+        mapping, minima = result
+        counts = [cooccurrence_counts(tokenizer(texts, add_special_tokens=False, truncation=True,
+                                                max_length=max_length)["input_ids"], len(pieces), window)
+                  for tokenizer, pieces in ((base, base_pieces), (blending, blending_pieces))]
+        mapping, changes = cooccurrence_mapping(
+            mapping, minima, {p: i for i, p in enumerate(base_pieces)}, {p: i for i, p in enumerate(blending_pieces)},
+            counts[0], counts[1], base_marker, blending_marker)
+        log_path = updated_log_path(save_path)
+        write_json(log_path, changes, indent=None)
+        logger.info("co_occurrence changed %d entries (listed in %s)", len(changes), log_path)
+    else:
+        mapping = result
+    write_json(save_path, mapping, indent=None)
+    exact = sum(key == value for key, value in mapping.items())
+    logger.info("%d entries (%d exact, %d by minimum edit distance) written to %s", len(mapping), exact,
+                len(mapping) - exact, save_path)
