@@ -38,6 +38,7 @@ FORWARD_BATCH_SIZE="${FORWARD_BATCH_SIZE:-8}"
 TOP_K="${TOP_K:-10}"
 LOAD_IN_HALF="${LOAD_IN_HALF:-$(gpu_default bf16 none)}"
 VOCAB_MAPPING_TYPE="${VOCAB_MAPPING_TYPE:-default}"
+VOCAB_MAPPING_THREADS="${VOCAB_MAPPING_THREADS:-$(nproc)}"  # --num_process: threads of the MinED search
 VOCAB_ALIGN_TYPE="${VOCAB_ALIGN_TYPE:-soft}"
 ALIGN_BATCH_SIZE="${ALIGN_BATCH_SIZE:-100}"
 PACK_BATCH_SIZE="${PACK_BATCH_SIZE:-1000}"     # with NUM_WORKERS, defines the packed-row boundaries
@@ -112,7 +113,7 @@ for source in "$SOURCE_0" "$SOURCE_1"; do
     "$PYTHON" "$UTILS/vocab_mapping.py" \
     --base_model_name_or_path "$(model_dir "$PIVOT")" --blending_model_name_or_path "$(model_dir "$source")" \
     --dataset_dir "$split_set" --vocab_mapping_save_dir "$(mapping_file "$source")" \
-    --model_max_length "$BLOCK_SIZE" --vocab_mapping_type "$VOCAB_MAPPING_TYPE" --num_process 1
+    --model_max_length "$BLOCK_SIZE" --vocab_mapping_type "$VOCAB_MAPPING_TYPE" --num_process "$VOCAB_MAPPING_THREADS"
 done
 
 # 4. Token and distribution alignment: source 0 into the pivot's rows, then source 1 into that output.
