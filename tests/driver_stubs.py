@@ -41,6 +41,8 @@ for name in folders.get(STAGE, []):
 if STAGE == "align_token_and_vocab" and "--do_token_alignment" in args:
     Path(flag("--token_alignment_matrix_file")).write_text("matrix")
     Path(flag("--blending_to_base_file")).write_text("[]")
+    if flag("--aligned_dataset_tknz_save_dir"):
+        Path(flag("--aligned_dataset_tknz_save_dir")).mkdir(parents=True)
 if STAGE == "train":
     Path(flag("--output_dir")).mkdir(parents=True, exist_ok=True)
     (Path(flag("--output_dir")) / "config.json").write_text("{{}}")
