@@ -1,8 +1,17 @@
 """Shared fixtures: real tokenizers and tiny models, built once into the fixture cache."""
 
+import os
+
 import pytest
 
-from fusechat import fixtures
+# Under pytest-xdist (-n, set in pyproject.toml) each worker has a core of its own: one torch thread
+# per worker and per script it starts. More threads only make the workers' OpenMP threads spin
+# against each other; the tiny models gain nothing from them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+from fusechat import fixtures  # noqa: E402
 
 
 @pytest.fixture(scope="session")

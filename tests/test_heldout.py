@@ -2,14 +2,12 @@
 
 import json
 import math
-import subprocess
-import sys
-
 import pytest
 import torch
 
 from fusechat.errors import InputError
-from fusechat.heldout import heldout_split, row_totals
+from fusechat.errors import run_cli
+from fusechat.heldout import heldout_split, main, row_totals
 
 
 def test_row_totals_on_a_hand_computed_case():
@@ -82,9 +80,8 @@ def test_measure_command_matches_the_oracle(tmp_path, pivot_path):
     aligned = tmp_path / "aligned"
     DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(aligned))
     out = tmp_path / "heldout.json"
-    result = subprocess.run([sys.executable, "-m", "fusechat.heldout", "measure", "--aligned", str(aligned),
-                             "--models", f"before={pivot_path}", "--out", str(out)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    assert run_cli(main, ["measure", "--aligned", str(aligned), "--models", f"before={pivot_path}",
+                          "--out", str(out)]) == 0
     measured = json.loads(out.read_text())["models"]["before"]
     reply_ce, teacher_ce, positions = oracle(pivot_path, rows)
     assert (measured["reply_tokens"], measured["teacher_positions"]) == (5, positions) == (5, 3)
@@ -92,13 +89,15 @@ def test_measure_command_matches_the_oracle(tmp_path, pivot_path):
     assert measured["teacher_ce"] == pytest.approx(teacher_ce, rel=1e-5)
 
 
-def test_measure_refuses_bad_models_flag_and_missing_columns(tmp_path, pivot_path):
+def test_measure_refuses_bad_models_flag_and_missing_columns(tmp_path, pivot_path, capsys):
     from datasets import Dataset, DatasetDict
 
     plain = tmp_path / "plain"
     DatasetDict({"train": Dataset.from_list([{"id": "a", "input_ids": [1, 2], "labels": [-100, 2]}])}).save_to_disk(
         str(plain))
     for models, message in ((f"{pivot_path}", "LABEL=FOLDER"), (f"x={pivot_path}", "fused_per_step_logits")):
-        result = subprocess.run([sys.executable, "-m", "fusechat.heldout", "measure", "--aligned", str(plain),
-                                 "--models", models, "--out", str(tmp_path / "o.json")], capture_output=True, text=True)
-        assert result.returncode == 2 and message in result.stderr, result.stderr
+        status = run_cli(main, ["measure", "--aligned", str(plain), "--models", models,
+                                "--out", str(tmp_path / "o.json")])
+        stderr = capsys.readouterr().err
+        assert status == 2 and message in stderr.strip().splitlines()[-1], stderr
+        assert not (tmp_path / "o.json").exists()

