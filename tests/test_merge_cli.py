@@ -313,8 +313,9 @@ def test_varm_analysis_writes_reference_statistics(models, tmp_path):
 
 
 def test_varm_analysis_save_path_needs_one_target(models, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exc:
-        varm_analysis.main(["--base_model", str(models["pivot"]), "--target_models",
-                            ",".join(map(str, models["targets"])), "--save_path", str(tmp_path / "s.json")])
-    assert exc.value.code == 2 and "--save_path names one file" in capsys.readouterr().err
+    status = varm_analysis.cli(["--base_model", str(models["pivot"]), "--target_models",
+                                ",".join(map(str, models["targets"])), "--save_path", str(tmp_path / "s.json")])
+    assert status == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "fusechat-varm-analysis: error: --save_path names one file")
     assert not (tmp_path / "s.json").exists()

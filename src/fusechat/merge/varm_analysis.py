@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from ..errors import InputError
+from ..errors import InputError, run_cli
 from ..modeling import check_model_path
 from ..storage import split_paths, write_json
 from .inputs import aligned_tensors, chunks
@@ -149,20 +149,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--merge_type", default="square", choices=MERGE_TYPES)
     parser.add_argument("--cache_dir", default=None, help="hub cache for models given by name")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    try:
-        targets = split_paths(args.target_models)
-        if not targets:
-            raise InputError("--target_models: no model given")
-        paths = output_paths(targets, args.save_dir, args.save_path)
-        stats = variation_statistics(args.base_model, targets, args.merge_type, args.cache_dir)
-    except InputError as exc:
-        parser.error(str(exc))
+    targets = split_paths(args.target_models)
+    if not targets:
+        raise InputError("--target_models: no model given")
+    paths = output_paths(targets, args.save_dir, args.save_path)
+    stats = variation_statistics(args.base_model, targets, args.merge_type, args.cache_dir)
     for path, stat in zip(paths, stats):
         write_json(path, stat)
         print(f"{stat['target_model']}: average variation degree {stat['aveage_var_degree']:.6g}, "
               f"diff rate {stat['diff_rate']:.4f}% -> {path}")
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """Entry point of fusechat-varm-analysis: bad input is one line on stderr and exit status 2."""
+    return run_cli(main, argv, prog="fusechat-varm-analysis")
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli())
