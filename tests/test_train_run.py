@@ -16,7 +16,7 @@ import torch
 from fusechat import schema
 from fusechat.errors import InputError
 from fusechat.templates import encode_conversation, generation_prompt_ids, get_template
-from fusechat.training import run
+from fusechat.training import checkpoints, run
 from fusechat.training.datasets import ConversationRows
 from train_fixtures import aligned_rows, conversations, save_set
 from train_run_helpers import aligned_set, command  # noqa: F401
@@ -42,7 +42,7 @@ def test_published_command_trains_and_saves_a_loadable_model(fused_run, pivot_pa
 
     output_dir, trainer = fused_run
     assert (output_dir / "model.safetensors").exists() and (output_dir / "checkpoint-3").is_dir()
-    assert not (output_dir / run.STAGING).exists()
+    assert not (output_dir / checkpoints.STAGING).exists()
     trained = AutoModelForCausalLM.from_pretrained(output_dir)
     pivot = AutoModelForCausalLM.from_pretrained(pivot_path)
     assert trained.config.use_cache

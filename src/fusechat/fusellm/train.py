@@ -25,7 +25,7 @@ from ..errors import InputError, run_cli
 from ..modeling import check_model_path, load_causal_lm, load_config, load_tokenizer, output_vocab_size
 from ..storage import load_dataset_dir, split_paths, write_json
 from ..training.datasets import ArrowRows, check_rows
-from ..training.run import save_final
+from ..training.checkpoints import save_final
 from .collator import DistillCollator
 from .distill import PIVOT, teacher_columns, teacher_name
 from .train_arguments import parse_args

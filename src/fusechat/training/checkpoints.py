@@ -1,4 +1,4 @@
-"""Which checkpoint a run resumes from.
+"""Which checkpoint a run resumes from, and how the final model is saved.
 
 The Trainer writes a checkpoint folder file by file and ``trainer_state.json`` last, so a run killed
 while saving leaves a ``checkpoint-N`` without it. Resuming from that folder fails deep inside the
@@ -8,13 +8,17 @@ Trainer; the latest complete checkpoint is used instead, and the incomplete one 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
 from pathlib import Path
 
 from ..errors import InputError
+from ..modeling import keep_legacy_flag
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
+STAGING = ".final_model.tmp"  # the final model is written here, then moved into output_dir
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -45,3 +49,27 @@ def check_resume_checkpoint(path: str) -> None:
     if not is_complete(folder):
         raise InputError(f"--resume_from_checkpoint {path}: incomplete checkpoint (no {STATE_FILE}; its save was "
                          "interrupted)")
+
+
+def save_final(trainer, output_dir: str) -> None:
+    """Model, tokenizer and trainer state into output_dir, each file moved into place when complete.
+
+    ``save_model`` runs on every process (FSDP gathers the full state dict); only the main process
+    writes. config.json moves last, so a folder with a config holds a whole model.
+    """
+    staging = Path(output_dir) / STAGING
+    if trainer.is_world_process_zero() and staging.exists():
+        shutil.rmtree(staging)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))
+    if trainer.is_world_process_zero():
+        keep_legacy_flag(trainer.processing_class, staging)
+        trainer.state.save_to_json(str(staging / "trainer_state.json"))
+        files = sorted(staging.iterdir(), key=lambda p: p.name == "config.json")
+        for path in files:
+            target = Path(output_dir) / path.name
+            if path.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            os.replace(path, target)
+        staging.rmdir()
+    trainer.accelerator.wait_for_everyone()

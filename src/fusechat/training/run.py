@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 
 from ..errors import run_cli
-from ..modeling import (check_model_path, keep_legacy_flag, load_causal_lm, load_config, load_tokenizer,
-                        model_turn_separator)
+from ..modeling import check_model_path, load_causal_lm, load_config, load_tokenizer, model_turn_separator
 from ..provenance import check_sets_tokenizer
 from ..storage import check_writable, split_paths
 from ..templates import chat_template_jinja, get_template, tokenizer_adds_bos
 from .arguments import parse_args
-from .checkpoints import check_resume_checkpoint, latest_complete_checkpoint
+from .checkpoints import check_resume_checkpoint, latest_complete_checkpoint, save_final
 from .collator import TrainCollator
 from .datasets import build_sets
 from .trainer import FuseTrainer, MicroBatchMeanTrainer
@@ -30,7 +28,6 @@ from .trainer import FuseTrainer, MicroBatchMeanTrainer
 logger = logging.getLogger(__name__)
 
 ROW_LOG_ENV = "FUSECHAT_LOG_ROW_IDS"
-STAGING = ".final_model.tmp"
 
 
 def attach_chat_template(tokenizer, conv_temp: str, separator: str | None = None) -> None:
@@ -85,30 +82,6 @@ def main(argv: list[str] | None = None):
     model.config.use_cache = True
     save_final(trainer, args.output_dir)
     return trainer
-
-
-def save_final(trainer, output_dir: str) -> None:
-    """Model, tokenizer and trainer state into output_dir, each file moved into place when complete.
-
-    ``save_model`` runs on every process (FSDP gathers the full state dict); only the main process
-    writes. config.json moves last, so a folder with a config holds a whole model.
-    """
-    staging = Path(output_dir) / STAGING
-    if trainer.is_world_process_zero() and staging.exists():
-        shutil.rmtree(staging)
-    trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(staging))
-    if trainer.is_world_process_zero():
-        keep_legacy_flag(trainer.processing_class, staging)
-        trainer.state.save_to_json(str(staging / "trainer_state.json"))
-        files = sorted(staging.iterdir(), key=lambda p: p.name == "config.json")
-        for path in files:
-            target = Path(output_dir) / path.name
-            if path.is_dir():
-                shutil.rmtree(target, ignore_errors=True)
-            os.replace(path, target)
-        staging.rmdir()
-    trainer.accelerator.wait_for_everyone()
 
 
 def cli(argv: list[str] | None = None) -> int:
