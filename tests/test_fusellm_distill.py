@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
@@ -122,6 +123,30 @@ def test_sparse_targets_give_the_dense_loss(mode, candidates, loss_type):
             random_row(rng, 7, metrics=(0.5, 0.9, 0.7))]
     _, ours, oracle = sparse_and_oracle_losses(rows, mode, candidates, loss_type, temperature=0.7)
     assert ours == pytest.approx(oracle, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_teacher_lists_are_torch_bf16_softmax_bit_for_bit(temperature):
+    """Every teacher's probabilities equal torch's own bf16 computation, softmax(bf16(bf16(logits) / T)),
+    list by list (the reference's order of operations), with EMPTY aligned lists taking the pivot's."""
+    rng = np.random.default_rng(11)
+    rows = [random_row(rng, n, metrics=(1.0, 1.0, 1.0)) for n in (9, 4, 7)]
+    collator = DistillCollator(0, 64, "greater", ("pivot", "0", "1"), temperature=temperature)
+    lists = collator.teacher_lists(pa.Table.from_pylist(rows), 9)
+    for teacher, (logits_column, ids_column) in (("pivot", ("per_step_logits", "per_step_indices")),
+                                                 ("0", ("per_step_aligned_logits_0", "per_step_aligned_indices_0")),
+                                                 ("1", ("per_step_aligned_logits_1", "per_step_aligned_indices_1"))):
+        ids, probs, mask = lists[teacher]
+        for b, row in enumerate(rows):
+            for t in range(len(row["input_ids"])):
+                logits, expected_ids = row[logits_column][t], row[ids_column][t]
+                if not expected_ids:  # EMPTY: the pivot's list
+                    logits, expected_ids = row["per_step_logits"][t], row["per_step_indices"][t]
+                x = (torch.tensor(logits, dtype=torch.float32).to(torch.bfloat16) / temperature).to(torch.bfloat16)
+                expected = torch.softmax(x, dim=-1).float()
+                assert ids[b, t][mask[b, t]].tolist() == expected_ids
+                assert torch.equal(torch.from_numpy(probs[b, t][mask[b, t]]), expected), (teacher, b, t)
+            assert not mask[b, len(row["input_ids"]):].any()
 
 
 def test_mince_ties_follow_the_candidate_order():
