@@ -97,18 +97,18 @@ class PeakPrivateMemory:
         self._thread.start()
         return self
 
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
     @property
     def growth(self) -> int:
         """Private memory taken on top of what the process held before the packer started."""
         return max(self.peak - self.start, 0)
 
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
 
 def run_one(kind: str, folder: str, workers: int, batch_size: int) -> None:
-    """In a child process: pack, report time and peak RSS, write the digests."""
+    """In a child process: pack, report time, private memory taken and peak RSS, write the digests."""
     from datasets import Dataset, load_from_disk
     from datasets.arrow_writer import ArrowWriter
 

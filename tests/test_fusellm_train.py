@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from fusechat.errors import InputError
 from fusechat.fusellm import train

@@ -2,11 +2,11 @@
 
 import json
 import math
+
 import pytest
 import torch
 
-from fusechat.errors import InputError
-from fusechat.errors import run_cli
+from fusechat.errors import InputError, run_cli
 from fusechat.heldout import heldout_split, main, row_totals
 
 

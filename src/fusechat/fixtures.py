@@ -32,8 +32,8 @@ from pathlib import Path
 
 from .errors import InputError, run_cli
 from .gguf_models import GGUF_MODELS, build_gguf_model
-from .modeling import save_tokenizer
-from .storage import atomic_dir, build_lock
+from .modeling import is_saved_model, save_tokenizer
+from .storage import atomic_dir, build_once
 
 # Qwen's pre-tokenizer split pattern (single digits, unlike cl100k's \p{N}{1,3}).
 QWEN_SPLIT_PATTERN = (
@@ -212,10 +212,11 @@ def register_tokenizer_kind(name: str, build, template: str) -> None:
     TOKENIZER_KINDS[name] = TokenizerKind(build, template)
 
 
-def _build_tokenizer_into(kind: str, out: Path) -> None:
+def _build_tokenizer_into(kind: str, path: Path) -> None:
     tok = TOKENIZER_KINDS[kind].build()
     _attach_chat_template(tok, TOKENIZER_KINDS[kind].template)
-    save_tokenizer(tok, out)
+    with atomic_dir(path) as tmp:
+        save_tokenizer(tok, tmp)
 
 
 def _attach_chat_template(tok, template_name: str) -> None:
@@ -309,13 +310,7 @@ def build_tokenizer(kind: str, cache_dir: str | os.PathLike | None = None) -> Pa
     if kind not in TOKENIZER_KINDS:
         raise InputError(f"unknown fixture tokenizer {kind!r}; choose from {sorted(TOKENIZER_KINDS)}")
     path = Path(cache_dir or default_cache_dir()) / f"tokenizer-{kind}-v{FIXTURE_VERSION}"
-    if (path / "tokenizer_config.json").exists():
-        return path
-    with build_lock(path):
-        if not (path / "tokenizer_config.json").exists():
-            with atomic_dir(path) as tmp:
-                _build_tokenizer_into(kind, tmp)
-    return path
+    return build_once(path, (path / "tokenizer_config.json").exists, lambda: _build_tokenizer_into(kind, path))
 
 
 def load_tokenizer(kind: str, cache_dir: str | os.PathLike | None = None):
@@ -363,16 +358,7 @@ def build_tiny_model(name: str, out_dir: str | os.PathLike | None = None,
         raise InputError(f"unknown fixture model {name!r}; choose from {sorted(specs) + sorted(GGUF_MODELS)}")
     spec = specs[name]
     path = Path(out_dir) if out_dir else Path(cache_dir or default_cache_dir()) / f"{name}-{spec.cache_key}"
-    if _built_model(path):
-        return path
-    with build_lock(path):
-        if not _built_model(path):
-            _build_tiny_model_into(spec, path, cache_dir)
-    return path
-
-
-def _built_model(path: Path) -> bool:
-    return (path / "config.json").exists() and (path / "model.safetensors").exists()
+    return build_once(path, lambda: is_saved_model(path), lambda: _build_tiny_model_into(spec, path, cache_dir))
 
 
 def _build_tiny_model_into(spec: TinyModelSpec, path: Path, cache_dir) -> None:

