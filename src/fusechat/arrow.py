@@ -46,12 +46,23 @@ def column_array(table: pa.Table, name: str) -> pa.Array:
 
 def list_lengths(array: pa.Array) -> np.ndarray:
     """Entries of each list of a list array (0 for a null list)."""
+    if array.null_count == 0:  # the offsets alone (a null list's offsets need not be equal)
+        offsets = np.asarray(array.offsets).astype(np.int64, copy=False)
+        return offsets[1:] - offsets[:-1]
     return pc.list_value_length(array).fill_null(0).to_numpy().astype(np.int64)
+
+
+def list_values(array: pa.Array) -> pa.Array:
+    """The entries of all lists of a list array, end to end (``flatten``), as an Arrow array."""
+    if array.null_count:  # a null list may span values that are not its entries
+        return array.flatten()
+    offsets = np.asarray(array.offsets)  # the slice of ``values`` this array's lists span
+    return array.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
 
 
 def flat_values(array: pa.Array) -> np.ndarray:
     """The entries of all lists of a list array, end to end, in their stored dtype."""
-    flat = array.flatten()
+    flat = list_values(array)
     if pa.types.is_null(flat.type):  # every list is empty (from Python rows, the type is unknown)
         return np.zeros(len(flat), np.int64)
     return flat.to_numpy(zero_copy_only=False)

@@ -68,40 +68,69 @@ def soft_reward(row_rewards: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def round_bf16(values: np.ndarray) -> np.ndarray:
-    """float32 values rounded to the nearest bfloat16 (ties to even), kept as float32."""
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
-    rounded = (bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))) & np.uint32(0xFFFF0000)
-    return rounded.view(np.float32)
+    """float32 values rounded to the nearest bfloat16 (ties to even), kept as float32 (a new array)."""
+    out = np.array(values, dtype=np.float32)
+    _round_bf16_in_place(out.reshape(-1).view(np.uint32))
+    return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bf16_bits(bits):
+    """float32 bits rounded to the nearest bfloat16 (ties to even), as float32 bits."""
+    return (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+
+
+@njit(cache=True, nogil=True)
+def _round_bf16_in_place(bits):
+    for i in range(bits.shape[0]):
+        bits[i] = _bf16_bits(bits[i])
 
 
 def teacher_probabilities(logits: np.ndarray, mask: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """bf16(softmax(bf16(bf16(logits) / T))) over each list's valid entries (float32, bf16 values; 0 elsewhere).
 
-    The softmax runs in float32, as torch's bf16 softmax does internally (a compiled loop here:
-    torch's softmax over lists of 10 costs more than the whole rest of the collator).
+    The softmax runs in float32, as torch's bf16 softmax does internally: subtract the list's
+    maximum, exp, divide by the sum taken in list order. The exp is numpy's vectorised one; the
+    passes along each list are compiled loops (numpy reductions over lists of 10 cost 10x more).
+    Float32 values are handled as their bits where they are rounded to bf16 (``bits`` views).
+    exp implementations differ in the last float32 bit (numpy's, glibc's, torch's CPU and CUDA
+    kernels), which moves the bf16 rounding of about 1 entry in 200,000 by one bf16 step.
     """
-    x = round_bf16(round_bf16(logits) / np.float32(temperature))
-    probs = np.zeros_like(x)
-    _softmax_lists(x.reshape(-1, x.shape[-1]), mask.reshape(-1, x.shape[-1]), probs.reshape(-1, x.shape[-1]))
-    return round_bf16(probs)
+    x = np.array(logits, dtype=np.float32).reshape(-1, logits.shape[-1])
+    _bf16_minus_list_max(x, x.view(np.uint32), mask.reshape(x.shape), np.float32(temperature))
+    np.exp(x, out=x)
+    _divide_by_list_sum_bf16(x, x.view(np.uint32))
+    return x.reshape(logits.shape)
 
 
 @njit(cache=True, nogil=True)
-def _softmax_lists(x, mask, out):
-    """Per row: float32 softmax over the entries where ``mask`` is set (rows without one stay 0)."""
+def _bf16_minus_list_max(x, bits, mask, temperature):
+    """Per row: y = bf16(bf16(x) / T) where ``mask`` is set, then y - max(y); -inf (exp: 0) elsewhere."""
     for p in range(x.shape[0]):
         top = np.float32(-np.inf)
         for j in range(x.shape[1]):
-            if mask[p, j] and x[p, j] > top:
-                top = x[p, j]
+            if mask[p, j]:
+                bits[p, j] = _bf16_bits(bits[p, j])
+                if temperature != 1:  # bf16(y / 1) is y
+                    x[p, j] = x[p, j] / temperature
+                    bits[p, j] = _bf16_bits(bits[p, j])
+                if x[p, j] > top:
+                    top = x[p, j]
+        for j in range(x.shape[1]):
+            x[p, j] = x[p, j] - top if mask[p, j] else np.float32(-np.inf)
+
+
+@njit(cache=True, nogil=True)
+def _divide_by_list_sum_bf16(e, bits):
+    """Per row: bf16(e / (sum of e in order)); rows without a valid entry (sum 0) stay 0."""
+    for p in range(e.shape[0]):
         total = np.float32(0.0)
-        for j in range(x.shape[1]):
-            if mask[p, j]:
-                out[p, j] = np.float32(np.exp(x[p, j] - top))
-                total += out[p, j]
-        for j in range(x.shape[1]):
-            if mask[p, j]:
-                out[p, j] = out[p, j] / total
+        for j in range(e.shape[1]):
+            total += e[p, j]
+        for j in range(e.shape[1]):
+            if total > 0:
+                e[p, j] = e[p, j] / total
+            bits[p, j] = _bf16_bits(bits[p, j])
 
 
 def select_rows(choice: np.ndarray, teachers: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):

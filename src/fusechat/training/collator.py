@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import torch
 from numba import njit
 
-from ..arrow import column_array, flat_values, list_lengths
+from ..arrow import column_array, flat_values, list_lengths, list_values
 from ..errors import InputError
 from ..padding import pad_rows
 from ..schema import FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, IGNORE_INDEX, INDICES, LOGITS, METRIC_CE
@@ -62,7 +62,7 @@ class TopK:
             row = int(np.flatnonzero(positions != list_lengths(ids))[0])
             raise InputError(f"batch row {row} ({_row_name(table, row)}): {logits_column} and {ids_column} "
                              f"have different numbers of positions")
-        inner_logits, inner_ids = logits.flatten(), ids.flatten()
+        inner_logits, inner_ids = list_values(logits), list_values(ids)
         lengths = list_lengths(inner_logits)
         if not np.array_equal(lengths, list_lengths(inner_ids)):
             raise InputError(f"{_row_name(table, None)}: a position of {logits_column} and {ids_column} "
@@ -86,8 +86,8 @@ def topk_targets(lengths: np.ndarray, width: int, limit: int, pivot: TopK, sourc
     logits, ids, mask = np.zeros(shape, pivot_logits.dtype), np.zeros(shape, np.int64), np.zeros(shape, bool)
     _fill_targets(lengths, limit, use_source, pivot.lengths, pivot_logits, pivot.ids, source.lengths, source_logits,
                   source.ids, logits, ids, mask)
-    if logits.dtype == np.uint16:  # float16 bits
-        logits = logits.view(np.float16)
+    if logits.dtype == np.uint16:  # float16 bits; torch converts with the CPU's half-float instructions
+        return torch.from_numpy(logits.view(np.float16)).float().numpy(), ids, mask
     return logits.astype(np.float32, copy=False), ids, mask
 
 

@@ -29,7 +29,7 @@ from ..schema import (FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, IGNORE_I
                       METRIC_CE, PER_STEP_FUSED_METRIC_CE, TOKEN_COLUMNS, train_split)
 from ..storage import load_dataset_dir, split_paths
 from ..templates import encode_rendered, get_template, render_conversation
-from ..arrow import flat_values, list_lengths, record_batches
+from ..arrow import flat_values, list_lengths, list_values, record_batches
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def _check_topk(batch: pa.RecordBatch, logits_name: str, ids_name: str, lengths:
         if not np.array_equal(positions, lengths):
             row = int(np.flatnonzero(positions != lengths)[0])
             fail(row, f"{name} has {positions[row]} positions but input_ids has {lengths[row]}")
-    inner_logits, inner_ids = logits.flatten(), ids.flatten()
+    inner_logits, inner_ids = list_values(logits), list_values(ids)
     mismatch = np.flatnonzero(list_lengths(inner_logits) != list_lengths(inner_ids))
     if len(mismatch):
         fail(*_at(logits, mismatch[0], f"{logits_name} and {ids_name} lists differ in length"))
