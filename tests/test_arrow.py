@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 from datasets import Dataset
 
-from fusechat.arrow import first_differing_row, list_lengths, list_values, record_batches, row_lengths, without_indices_mapping
+from fusechat.arrow import first_differing_row, list_lengths, list_values, nested_lists, record_batches, row_lengths, without_indices_mapping
 from fusechat.padding import pad_lists, pad_rows
 
 
@@ -50,6 +50,20 @@ def test_list_values_are_the_entries_of_the_lists_in_view():
     assert list_values(spanning).to_pylist() == [1, 4]
 
 
+def test_nested_lists_of_plain_sliced_and_null_lists():
+    def as_lists(array):
+        positions, lengths, values = nested_lists(array)
+        return positions.tolist(), lengths.tolist(), values.tolist()
+
+    rows = pa.array([[[1.5, 2.5], []], [[3.5]], [[4.5, 5.5, 6.5], [7.5]]], pa.list_(pa.list_(pa.float16())))
+    assert as_lists(rows) == ([2, 1, 2], [2, 0, 1, 3, 1], [1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5])
+    assert nested_lists(rows)[2].dtype == np.float16
+    assert as_lists(rows.slice(1, 2)) == ([1, 2], [1, 3, 1], [3.5, 4.5, 5.5, 6.5, 7.5])
+    assert as_lists(rows.slice(2)) == ([2], [3, 1], [4.5, 5.5, 6.5, 7.5])
+    assert as_lists(pa.array([[[1], None], None, [[2, 3]]])) == ([2, 0, 1], [1, 0, 2], [1, 2, 3])
+    assert as_lists(pa.array([[[]], [[], []]])) == ([1, 2], [0, 0, 0], [])
+
+
 def test_first_differing_row():
     left = pa.array([[1, 2], [3], [4, 5]])
     assert first_differing_row(left, pa.array([[1, 2], [3], [4, 5]])) is None
@@ -65,6 +79,12 @@ def test_padders():
     values, lengths = np.array([1, 2, 3, 4, 5, 6]), np.array([3, 1, 2])
     assert pad_rows(values, lengths, 4, 0, np.int64, limit=2).tolist() == [[1, 2, 0, 0], [4, 0, 0, 0], [5, 6, 0, 0]]
     assert pad_rows(values, lengths, 3, 9, np.int64).tolist() == [[1, 2, 3], [4, 9, 9], [5, 6, 9]]
+    full = np.array([1, 2, 3, 4, 5, 6], np.int32)  # every row as long as the width: no padding
+    padded = pad_rows(full, np.array([3, 3]), 3, 0, np.int64)
+    assert padded.dtype == np.int64 and padded.tolist() == [[1, 2, 3], [4, 5, 6]]
+    padded[0, 0] = 7
+    assert full[0] == 1  # a copy, not a view of the values
+    assert pad_rows(full, np.array([3, 3]), 3, 0, np.int64, limit=2).tolist() == [[1, 2, 0], [4, 5, 0]]
 
 
 def test_dataset_from_tables_casts_to_the_features_and_keeps_the_table_order(tmp_path):

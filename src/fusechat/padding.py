@@ -13,6 +13,8 @@ def pad_rows(values: np.ndarray, lengths: np.ndarray, width: int, fill, dtype, l
     """Rows of ``lengths`` laid end to end in ``values`` as a [len(lengths), width] array padded with
     ``fill``, each row cut at ``limit`` (default: ``width``). A batch has few rows: one slice copy each."""
     limit = width if limit is None else limit
+    if limit == width and len(values) == len(lengths) * width and (lengths == width).all():
+        return values.reshape(len(lengths), width).astype(dtype)  # no padding (packed rows): one copy
     out = np.full((len(lengths), width), fill, dtype=dtype)
     end = np.cumsum(lengths)
     for row, (start, length) in enumerate(zip(end - lengths, lengths)):

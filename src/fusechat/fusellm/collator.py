@@ -45,6 +45,7 @@ class DistillCollator:
 
     def __post_init__(self):
         self._tokens = TrainCollator(self.pad_token_id, self.max_length)
+        self._candidate_teacher = np.array([TEACHERS.index(t) for t in self.candidates])  # into TEACHERS
 
     def __call__(self, features) -> dict[str, torch.Tensor]:
         table = as_table(features)
@@ -74,16 +75,17 @@ class DistillCollator:
                             for t in self.candidates], axis=-1)
         row_rewards = teacher_rewards(metrics)
         if self.mode == "greater":
-            choice = np.array([self.candidates[c] for c in greater_choice(row_rewards, PIVOT in self.candidates)])
+            choice = greater_choice(row_rewards, PIVOT in self.candidates).numpy()  # index into candidates
             # Only the chosen teachers' lists are built: one array per teacher that some row chose.
             chosen = list(dict.fromkeys(choice.tolist()))
-            lists = self.teacher_lists(table, width, chosen, {t: choice == t for t in chosen})
+            lists = self.teacher_lists(table, width, [self.candidates[c] for c in chosen],
+                                       {self.candidates[c]: choice == c for c in chosen})
             if len(chosen) == 1:
-                ids, probs, mask = lists[chosen[0]]
+                ids, probs, mask = lists[self.candidates[chosen[0]]]
             else:
-                which = np.array([chosen.index(t) for t in choice])
-                ids, probs, mask = select_rows(which, [lists[t] for t in chosen])
-            choice_index = torch.tensor([TEACHERS.index(t) for t in choice])
+                which = np.array([chosen.index(c) for c in choice.tolist()])
+                ids, probs, mask = select_rows(which, [lists[self.candidates[c]] for c in chosen])
+            choice_index = torch.from_numpy(self._candidate_teacher[choice])
         else:
             lists = self.teacher_lists(table, width)
             ids, probs, mask = weighted_union(weighted_weights(row_rewards), [lists[t] for t in self.candidates])

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from numba import njit
 
-from ..arrow import column_array, flat_values, list_lengths, list_values
+from ..arrow import column_array, flat_values, list_lengths, nested_lists
 from ..errors import InputError
 from ..padding import pad_rows
 from ..schema import FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, IGNORE_INDEX, INDICES, LOGITS, METRIC_CE
@@ -56,18 +55,16 @@ class TopK:
 
     @classmethod
     def from_table(cls, table: pa.Table, logits_column: str, ids_column: str) -> "TopK":
-        logits, ids = column_array(table, logits_column), column_array(table, ids_column)
-        positions = list_lengths(logits)
-        if not np.array_equal(positions, list_lengths(ids)):
-            row = int(np.flatnonzero(positions != list_lengths(ids))[0])
+        positions, lengths, logits = nested_lists(column_array(table, logits_column))
+        ids_positions, ids_lengths, ids = nested_lists(column_array(table, ids_column))
+        if not np.array_equal(positions, ids_positions):
+            row = int(np.flatnonzero(positions != ids_positions)[0])
             raise InputError(f"batch row {row} ({_row_name(table, row)}): {logits_column} and {ids_column} "
                              f"have different numbers of positions")
-        inner_logits, inner_ids = list_values(logits), list_values(ids)
-        lengths = list_lengths(inner_logits)
-        if not np.array_equal(lengths, list_lengths(inner_ids)):
+        if not np.array_equal(lengths, ids_lengths):
             raise InputError(f"{_row_name(table, None)}: a position of {logits_column} and {ids_column} "
                              f"has lists of different lengths")
-        return cls(positions, lengths, flat_values(inner_logits), flat_values(inner_ids))
+        return cls(positions, lengths, logits, ids)
 
     @property
     def width(self) -> int:
