@@ -149,6 +149,29 @@ def test_teacher_lists_are_torch_bf16_softmax_bit_for_bit(temperature):
             assert not mask[b, len(row["input_ids"]):].any()
 
 
+@pytest.mark.parametrize("mode", ["greater", "weighted"])
+def test_arrow_batches_of_stored_float16_lists_collate_like_row_dicts(mode):
+    """The Trainer's path (Arrow tables of a saved set: float16 logits, looked up in a table of
+    bf16(bf16(v) / T)) gives exactly the tensors that Python rows (float64 logits) give."""
+    from datasets import Dataset, Features, List, Value
+
+    from fusechat.training.datasets import ArrowRows
+
+    rng = np.random.default_rng(5)
+    rows = [random_row(rng, n, metrics=m) for n, m in ((9, (1.0, 0.8, 1.1)), (5, (2.0, 2.5, 1.5)), (7, (0.5, 0.9, 0.7)))]
+    features = Features({"input_ids": List(Value("int32")), "attention_mask": List(Value("int8")),
+                         "labels": List(Value("int32"))})
+    for logits, ids, metric in TEACHER_COLUMNS.values():
+        features[logits], features[ids], features[metric] = List(List(Value("float16"))), List(List(Value("int32"))), Value("float64")
+    collator = DistillCollator(0, 64, mode, temperature=0.7)
+    from_arrow = collator(ArrowRows(Dataset.from_list(rows, features=features)).__getitems__([2, 0, 1]))
+    from_rows = collator([rows[2], rows[0], rows[1]])
+    assert from_arrow.keys() == from_rows.keys()
+    for name in from_rows:
+        torch.testing.assert_close(from_arrow[name], from_rows[name], rtol=0, atol=0, msg=name)
+    assert (from_rows["teacher_choice"] != 0).any() or mode == "weighted"  # a source won some row
+
+
 def test_mince_ties_follow_the_candidate_order():
     rng = np.random.default_rng(1)
     # 1.0 and 1.001 round to the same bf16 CE: a tie; 0.9 is strictly better.

@@ -70,15 +70,15 @@ def flat_values(array: pa.Array) -> np.ndarray:
 
 def nested_lists(array: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A list<list<T>> array as numpy: (entries per row [B], entries per inner list [P], the values
-    end to end [E]). Read straight from the offsets and values buffers (zero-copy) when nothing is
+    end to end [E]); the counts in the offsets' integer type. Read straight from the offsets and values buffers (zero-copy) when nothing is
     null: a top-k column of a batch then costs a few microseconds, not one Arrow kernel per step."""
     child = array.values
     leaf = child.values
     if array.null_count or child.null_count or leaf.null_count or pa.types.is_null(leaf.type):
         inner = list_values(array)
         return list_lengths(array), list_lengths(inner), flat_values(inner)
-    outer = np.asarray(array.offsets).astype(np.int64)
-    inner = np.asarray(child.offsets)[outer[0]:outer[-1] + 1].astype(np.int64)
+    outer = np.asarray(array.offsets)
+    inner = np.asarray(child.offsets)[outer[0]:outer[-1] + 1]
     values = leaf.to_numpy()[inner[0]:inner[-1]]
     return outer[1:] - outer[:-1], inner[1:] - inner[:-1], values
 

@@ -15,6 +15,7 @@ plus ``teacher_choice`` [B] (index into :data:`TEACHERS`, -1 for the weighted mo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +25,7 @@ from ..errors import InputError
 from ..arrow import column_array, list_lengths
 from ..training.collator import TopK, TrainCollator, as_table, topk_targets
 from .distill import (PIVOT, greater_choice, select_rows, soft_reward, teacher_columns, teacher_name,
-                      teacher_probabilities, teacher_rewards, weighted_union, weighted_weights)
+                      teacher_logits, teacher_probabilities, teacher_rewards, weighted_union, weighted_weights)
 
 TEACHERS = (PIVOT, "0", "1")
 TARGET_KEYS = ("target_ids", "target_probs", "target_mask", "teacher_choice", "teacher_reward")
@@ -46,6 +47,7 @@ class DistillCollator:
     def __post_init__(self):
         self._tokens = TrainCollator(self.pad_token_id, self.max_length)
         self._candidate_teacher = np.array([TEACHERS.index(t) for t in self.candidates])  # into TEACHERS
+        self._teacher_logits = partial(teacher_logits, temperature=self.temperature)  # one object: its table is cached
 
     def __call__(self, features) -> dict[str, torch.Tensor]:
         table = as_table(features)
@@ -66,8 +68,8 @@ class DistillCollator:
         for teacher in teachers or self.candidates:
             own = pivot if teacher == PIVOT else self._topk(table, teacher, lengths)
             use_own = np.full(len(lengths), teacher != PIVOT) if rows is None else rows[teacher]
-            logits, ids, mask = topk_targets(lengths, width, width, pivot, own, use_own)
-            out[teacher] = (ids, teacher_probabilities(logits, mask, self.temperature), mask)
+            logits, ids, mask = topk_targets(lengths, width, width, pivot, own, use_own, self._teacher_logits)
+            out[teacher] = (ids, teacher_probabilities(logits, mask), mask)
         return out
 
     def targets(self, table: pa.Table, width: int) -> dict[str, torch.Tensor]:

@@ -70,67 +70,76 @@ def soft_reward(row_rewards: torch.Tensor, mode: str) -> torch.Tensor:
 def round_bf16(values: np.ndarray) -> np.ndarray:
     """float32 values rounded to the nearest bfloat16 (ties to even), kept as float32 (a new array)."""
     out = np.array(values, dtype=np.float32)
-    _round_bf16_in_place(out.reshape(-1).view(np.uint32))
+    _round_bf16_in_place(out.reshape(-1))
     return out
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _bf16_bits(bits):
-    """float32 bits rounded to the nearest bfloat16 (ties to even), as float32 bits."""
-    return (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+def _bf16(x):
+    """A float32 rounded to the nearest bfloat16 (ties to even), as float32: on its bits."""
+    bits = np.float32(x).view(np.uint32)
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    return np.uint32(rounded).view(np.float32)
 
 
 @njit(cache=True, nogil=True)
-def _round_bf16_in_place(bits):
-    for i in range(bits.shape[0]):
-        bits[i] = _bf16_bits(bits[i])
+def _round_bf16_in_place(x):
+    for i in range(x.shape[0]):
+        x[i] = _bf16(x[i])
 
 
-def teacher_probabilities(logits: np.ndarray, mask: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """bf16(softmax(bf16(bf16(logits) / T))) over each list's valid entries (float32, bf16 values; 0 elsewhere).
+def teacher_logits(values: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """bf16(bf16(values) / T) as float32: the logits each teacher's bf16 softmax sees."""
+    x = round_bf16(values)
+    return x if temperature == 1.0 else round_bf16(x / np.float32(temperature))  # bf16(x / 1) is x
+
+
+def teacher_probabilities(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """bf16(softmax(x)) over each list's valid entries, in place: [..., K] float32 teacher logits
+    (:func:`teacher_logits`) become probabilities (bf16 values; 0 where ``mask`` is off). Returns x.
 
     The softmax runs in float32, as torch's bf16 softmax does internally: subtract the list's
     maximum, exp, divide by the sum taken in list order. The exp is numpy's vectorised one; the
     passes along each list are compiled loops (numpy reductions over lists of 10 cost 10x more).
-    Float32 values are handled as their bits where they are rounded to bf16 (``bits`` views).
     exp implementations differ in the last float32 bit (numpy's, glibc's, torch's CPU and CUDA
     kernels), which moves the bf16 rounding of about 1 entry in 200,000 by one bf16 step.
     """
-    x = np.array(logits, dtype=np.float32).reshape(-1, logits.shape[-1])
-    _bf16_minus_list_max(x, x.view(np.uint32), mask.reshape(x.shape), np.float32(temperature))
-    np.exp(x, out=x)
-    _divide_by_list_sum_bf16(x, x.view(np.uint32))
-    return x.reshape(logits.shape)
+    flat = x.reshape(-1, x.shape[-1])
+    _subtract_list_max(flat, mask.reshape(flat.shape))
+    np.exp(flat, out=flat)
+    _divide_by_list_sum_bf16(flat)
+    return x
 
 
 @njit(cache=True, nogil=True)
-def _bf16_minus_list_max(x, bits, mask, temperature):
-    """Per row: y = bf16(bf16(x) / T) where ``mask`` is set, then y - max(y); -inf (exp: 0) elsewhere."""
+def _subtract_list_max(x, mask):
+    """Per row: x - max over the valid entries; -inf (exp: 0) where ``mask`` is off.
+
+    Written as flat passes without branches in the inner loops: they compile to vector code."""
+    flat_x, flat_mask = x.reshape(-1), mask.reshape(-1)
+    for i in range(flat_x.shape[0]):
+        if not flat_mask[i]:
+            flat_x[i] = -np.inf
     for p in range(x.shape[0]):
         top = np.float32(-np.inf)
         for j in range(x.shape[1]):
-            if mask[p, j]:
-                bits[p, j] = _bf16_bits(bits[p, j])
-                if temperature != 1:  # bf16(y / 1) is y
-                    x[p, j] = x[p, j] / temperature
-                    bits[p, j] = _bf16_bits(bits[p, j])
-                if x[p, j] > top:
-                    top = x[p, j]
-        for j in range(x.shape[1]):
-            x[p, j] = x[p, j] - top if mask[p, j] else np.float32(-np.inf)
+            top = max(top, x[p, j])
+        if top > -np.inf:  # a row without a valid entry stays -inf
+            for j in range(x.shape[1]):
+                x[p, j] -= top
 
 
 @njit(cache=True, nogil=True)
-def _divide_by_list_sum_bf16(e, bits):
+def _divide_by_list_sum_bf16(e):
     """Per row: bf16(e / (sum of e in order)); rows without a valid entry (sum 0) stay 0."""
     for p in range(e.shape[0]):
         total = np.float32(0.0)
         for j in range(e.shape[1]):
             total += e[p, j]
-        for j in range(e.shape[1]):
-            if total > 0:
-                e[p, j] = e[p, j] / total
-            bits[p, j] = _bf16_bits(bits[p, j])
+        if total > 0:
+            for j in range(e.shape[1]):
+                e[p, j] /= total
+    _round_bf16_in_place(e.reshape(-1))
 
 
 def select_rows(choice: np.ndarray, teachers: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
@@ -148,39 +157,43 @@ def weighted_union(weights: torch.Tensor, teachers: list[tuple[np.ndarray, np.nd
     """Sparse form of sum_X w_X * dist_X (bf16, left to right in candidate order).
 
     weights: [B, C] bf16; teachers: C x (ids, probs, mask) of [B, T, K_X] with distinct ids per list.
-    Returns (ids, probs, mask) [B, T, sum K_X]: every id of a position once, in order of first
-    appearance; its value is bf16(...bf16(bf16(w_0 p_0) + bf16(w_1 p_1)) + ...), with p_X = 0 for a
-    teacher that lacks the id (adding 0 changes nothing, so this is the dense sum at that id).
+    Returns (ids, probs, mask) [B, T, U], U the largest union of the batch: every id of a position
+    once, in order of first appearance; its value is bf16(...bf16(bf16(w_0 p_0) + bf16(w_1 p_1)) + ...),
+    with p_X = 0 for a teacher that lacks the id (adding 0 changes nothing, so this is the dense sum
+    at that id, and a teacher adds only its own ids).
     """
     width = sum(ids.shape[-1] for ids, _, _ in teachers)
     b, t = teachers[0][0].shape[:2]
-    ids = np.zeros((b, t, width), np.int64)
-    valid = np.zeros((b, t, width), bool)
-    at_union = np.zeros((len(teachers), b, t, width), np.float32)  # each teacher's probability at each slot
-    for c, (teacher_ids, probs, mask) in enumerate(teachers):
-        _merge_lists(teacher_ids.astype(np.int64, copy=False), probs, mask, ids, valid, at_union[c])
+    ids, total, used = np.zeros((b, t, width), np.int64), np.zeros((b, t, width), np.float32), np.zeros((b, t), np.int64)
     w = weights.float().numpy()
-    total = np.zeros((b, t, width), np.float32)
-    for c in range(len(teachers)):
-        total = round_bf16(total + round_bf16(w[:, c, None, None] * at_union[c]))
-    return ids, np.where(valid, total, np.float32(0.0)), valid
+    for c, (teacher_ids, probs, mask) in enumerate(teachers):
+        _add_weighted_teacher(np.ascontiguousarray(w[:, c]), teacher_ids, probs, mask, ids, total, used)
+    width = max(1, int(used.max(initial=0)))
+    valid = np.arange(width) < used[..., None]
+    return np.ascontiguousarray(ids[..., :width]), np.ascontiguousarray(total[..., :width]), valid
 
 
 @njit(cache=True, nogil=True)
-def _merge_lists(teacher_ids, probs, mask, ids, valid, out):
-    """Add one teacher's lists to the per-position union (ids, valid); its probabilities go to ``out``."""
+def _add_weighted_teacher(w, teacher_ids, probs, mask, ids, total, used):
+    """Add w[b] * (one teacher's lists) to each position's union of ``used`` slots:
+    total = bf16(total + bf16(w p)) at the id's slot, a new slot for an id not seen before."""
     for b in range(teacher_ids.shape[0]):
         for t in range(teacher_ids.shape[1]):
+            row_ids, row_total = ids[b, t], total[b, t]
+            earlier = n = used[b, t]  # a teacher's own ids are distinct: only earlier teachers' slots can match
             for k in range(teacher_ids.shape[2]):
                 if not mask[b, t, k]:
                     continue
-                slot = 0
-                while slot < ids.shape[2] and valid[b, t, slot] and ids[b, t, slot] != teacher_ids[b, t, k]:
-                    slot += 1
-                if not valid[b, t, slot]:
-                    ids[b, t, slot] = teacher_ids[b, t, k]
-                    valid[b, t, slot] = True
-                out[b, t, slot] = probs[b, t, k]
+                token = teacher_ids[b, t, k]
+                slot = 0  # 1 + the matching slot; a sum without branches (at most one slot matches): vector code
+                for s in range(earlier):
+                    slot += (row_ids[s] == token) * (s + 1)
+                if slot == 0:
+                    row_ids[n] = token
+                    n += 1
+                    slot = n
+                row_total[slot - 1] = _bf16(row_total[slot - 1] + _bf16(w[b] * probs[b, t, k]))
+            used[b, t] = n
 
 
 def distill_weight(fusion_type: str, lm_loss_weight: float, global_step: int = 0, max_steps: int = 1,

@@ -15,12 +15,14 @@ per element, the fast path). The targets are copied in one compiled pass over th
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import torch
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from ..arrow import column_array, flat_values, list_lengths, nested_lists
 from ..errors import InputError
@@ -72,32 +74,59 @@ class TopK:
 
 
 def topk_targets(lengths: np.ndarray, width: int, limit: int, pivot: TopK, source: TopK,
-                 use_source: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 use_source: np.ndarray, transform=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """[B, width, K] logits (float32), ids (int64) and validity mask of each position's chosen list.
 
+    Logits are the stored values, or ``transform(stored values)`` with ``transform``, a vectorised
+    float32 -> float32 function (kept by the caller: its table below is cached per object).
     Rows are cut at ``limit``; entries past the end of a list are zero.
     """
     k = max(1, pivot.width, source.width)
-    pivot_logits, source_logits = _raw_logits(pivot.logits, source.logits)
+    pivot_logits, source_logits, table = _kernel_logits(pivot.logits, source.logits, transform)
     shape = (len(lengths), width, k)
-    logits, ids, mask = np.zeros(shape, pivot_logits.dtype), np.zeros(shape, np.int64), np.zeros(shape, bool)
+    logits, ids, mask = np.zeros(shape, np.float32), np.zeros(shape, np.int64), np.zeros(shape, bool)
     _fill_targets(lengths, limit, use_source, pivot.lengths, pivot_logits, pivot.ids, source.lengths, source_logits,
-                  source.ids, logits, ids, mask)
-    if logits.dtype == np.uint16:  # float16 bits; torch converts with the CPU's half-float instructions
-        return torch.from_numpy(logits.view(np.float16)).float().numpy(), ids, mask
-    return logits.astype(np.float32, copy=False), ids, mask
+                  source.ids, table, logits, ids, mask)
+    return logits, ids, mask
 
 
-def _raw_logits(pivot: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both lists' logits in one dtype the kernel can copy: float16 as its bits (numba has no float16)."""
+@functools.lru_cache(maxsize=8)
+def float16_table(transform=None) -> np.ndarray:
+    """[65536] float32: the value of every float16 bit pattern, or ``transform`` of it."""
+    values = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+    if transform is None:
+        return values
+    with np.errstate(invalid="ignore", over="ignore"):  # the NaN and inf patterns are in the table too
+        return np.asarray(transform(values), dtype=np.float32)
+
+
+def _kernel_logits(pivot: np.ndarray, source: np.ndarray, transform) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both lists' logits as the kernel reads them: float16 as bits, looked up in a table of (transformed)
+    values (numba has no float16, and a lookup is cheaper than converting); anything else as float32,
+    transformed here."""
     if pivot.dtype == source.dtype == np.float16:
-        return pivot.view(np.uint16), source.view(np.uint16)
-    return pivot.astype(np.float32, copy=False), source.astype(np.float32, copy=False)
+        return pivot.view(np.uint16), source.view(np.uint16), float16_table(transform)
+    pivot, source = pivot.astype(np.float32, copy=False), source.astype(np.float32, copy=False)
+    if transform is not None:
+        pivot, source = (np.asarray(transform(x), dtype=np.float32) for x in (pivot, source))
+    return pivot, source, np.zeros(0, np.float32)
+
+
+def _stored_logit(raw, table):
+    """A logit as ``_fill_targets`` reads it: float16 bits through ``table``, float32 as it is (compiled only)."""
+    raise NotImplementedError
+
+
+@overload(_stored_logit, inline="always")
+def _stored_logit_compiled(raw, table):
+    if isinstance(raw, types.Integer):
+        return lambda raw, table: table[raw]
+    return lambda raw, table: raw
 
 
 @njit(cache=True, nogil=True)
 def _fill_targets(row_lengths, limit, use_source, pivot_lengths, pivot_logits, pivot_ids, source_lengths,
-                  source_logits, source_ids, out_logits, out_ids, out_mask):
+                  source_logits, source_ids, table, out_logits, out_ids, out_mask):
     """One pass over the positions of all rows: copy each position's chosen list into the outputs.
 
     A row that took the source uses the source's list at every position where it is not EMPTY;
@@ -110,12 +139,12 @@ def _fill_targets(row_lengths, limit, use_source, pivot_lengths, pivot_logits, p
             if t < limit:
                 if use_source[row] and source_length > 0:
                     for j in range(source_length):
-                        out_logits[row, t, j] = source_logits[source_entry + j]
+                        out_logits[row, t, j] = _stored_logit(source_logits[source_entry + j], table)
                         out_ids[row, t, j] = source_ids[source_entry + j]
                         out_mask[row, t, j] = True
                 else:
                     for j in range(pivot_length):
-                        out_logits[row, t, j] = pivot_logits[pivot_entry + j]
+                        out_logits[row, t, j] = _stored_logit(pivot_logits[pivot_entry + j], table)
                         out_ids[row, t, j] = pivot_ids[pivot_entry + j]
                         out_mask[row, t, j] = True
             position += 1
