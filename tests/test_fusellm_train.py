@@ -253,26 +253,19 @@ def test_torchrun_two_processes(tmp_path, pivot_path, packed):
     assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]  # 8 rows / 2 processes
 
 
-@pytest.mark.slow
-def test_deepspeed_zero2_with_the_released_config_trains_like_the_default(tmp_path, pivot_path, packed):
-    """The published launcher line (deepspeed, ZeRO-2, the released config) on a CPU gives the same
-    losses and final weights as the default run, which reproduces that config without DeepSpeed
-    (12.6.5: AdamW betas (0.9, 0.999), WarmupDecayLR, the first two updates at lr 0)."""
+def needs_deepspeed():
     pytest.importorskip("deepspeed")
     import shutil
 
-    from safetensors.torch import load_file
-
     if shutil.which("deepspeed") is None or shutil.which("c++") is None:
         pytest.skip("needs the deepspeed launcher and a C++ compiler (DeepSpeed builds its CPU comm op)")
-    # lr 1e-3 (not the published 1e-5) so that a schedule off by one update moves the weights visibly.
-    settings = dict(do_eval=False, evaluation_strategy="no", learning_rate=1e-3)
-    reference = train.main(command(pivot_path, ",".join(packed), tmp_path / "default", **settings))
-    out = tmp_path / "ds"
-    argv = ["--deepspeed", "./config/zero_stage2_config.json", *command(pivot_path, ",".join(packed), out, **settings)]
-    run = subprocess.run(["deepspeed", f"--master_port={free_port()}", "./src/train.py", *argv], cwd=SCRIPT.parents[1],
-                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
+def assert_trains_like(out: Path, reference, pivot_path: Path) -> None:
+    """The run in ``out`` (DeepSpeed, lr 1e-3) logged the losses and MinCE shares of the default run
+    ``reference`` and ended with its weights, every weight moved."""
+    from safetensors.torch import load_file
+
     assert json.loads((out / "metrics.json").read_text())["optimizer"]["source"] == "DeepSpeed config"
     logged = [e for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
     expected = [e for e in reference.state.log_history if "loss" in e]
@@ -282,12 +275,59 @@ def test_deepspeed_zero2_with_the_released_config_trains_like_the_default(tmp_pa
     # DeepSpeed logs the rate of the next update (its scheduler has already stepped).
     warmup = math.ceil(0.008 * 4)
     assert [e["learning_rate"] for e in logged] == pytest.approx([update_lr(u + 1, 1e-3, warmup, 4) for u in range(4)])
-    trained, reproduced = load_file(out / "model.safetensors"), load_file(tmp_path / "default" / "model.safetensors")
+    trained = load_file(out / "model.safetensors")
+    reproduced = load_file(Path(reference.args.output_dir) / "model.safetensors")
     initial = load_file(pivot_path / "model.safetensors")
     assert trained.keys() == reproduced.keys() == initial.keys()
     for name, weight in trained.items():
         assert torch.allclose(weight, reproduced[name], rtol=0, atol=1e-6), name
         assert (weight - initial[name]).abs().max() > 1e-4, name  # two updates at lr 1e-3 moved it
+
+
+# lr 1e-3 (not the published 1e-5) so that a schedule off by one update moves the weights visibly.
+DS_SETTINGS = dict(do_eval=False, evaluation_strategy="no", learning_rate=1e-3)
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory, pivot_path, packed):
+    """The default run (no DeepSpeed), which reproduces the released config's optimizer and schedule."""
+    return train.main(command(pivot_path, ",".join(packed), tmp_path_factory.mktemp("default") / "out", **DS_SETTINGS))
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_with_the_released_config_trains_like_the_default(tmp_path, pivot_path, packed, default_run):
+    """The published launcher line (deepspeed, ZeRO-2, the released config) on a CPU gives the same
+    losses and final weights as the default run, which reproduces that config without DeepSpeed
+    (12.6.5: AdamW betas (0.9, 0.999), WarmupDecayLR, the first two updates at lr 0)."""
+    needs_deepspeed()
+    out = tmp_path / "ds"
+    argv = ["--deepspeed", "./config/zero_stage2_config.json", *command(pivot_path, ",".join(packed), out, **DS_SETTINGS)]
+    run = subprocess.run(["deepspeed", f"--master_port={free_port()}", "./src/train.py", *argv], cwd=SCRIPT.parents[1],
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert json.loads((out / "metrics.json").read_text())["run"] == {"world_size": 1, "zero_stage": 2,
+                                                                      "precision": "fp32"}
+    default_record = json.loads((Path(default_run.args.output_dir) / "metrics.json").read_text())["run"]
+    assert default_record == {"world_size": 1, "zero_stage": None, "precision": "fp32"}
+    assert_trains_like(out, default_run, pivot_path)
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_over_two_ranks_trains_like_one_process(tmp_path, pivot_path, packed, default_run):
+    """ZeRO-2 partitioned over two ranks (torchrun, gloo on CPU), one row per rank and update, gives the
+    updates of one process accumulating two rows: gradients reduced across ranks, each rank stepping
+    its half of the optimizer state, the halves gathered back into the same weights."""
+    needs_deepspeed()
+    out = tmp_path / "ds2"
+    argv = ["--deepspeed", "./config/zero_stage2_config.json",
+            *command(pivot_path, ",".join(packed), out, gradient_accumulation_steps=1, **DS_SETTINGS)]
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          f"--master_port={free_port()}", "./src/train.py", *argv], cwd=SCRIPT.parents[1],
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert json.loads((out / "metrics.json").read_text())["run"] == {"world_size": 2, "zero_stage": 2,
+                                                                      "precision": "fp32"}
+    assert_trains_like(out, default_run, pivot_path)
 
 
 @pytest.mark.slow
@@ -297,3 +337,4 @@ def test_script_reports_bad_input_in_one_line(tmp_path, pivot_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1].startswith("train.py: error: --dataset_name")
+

@@ -8,7 +8,8 @@ lengths, ids inside the model's vocabulary.
 
 Without ``--do_distill`` the run is plain causal-LM training on input_ids/attention_mask/labels
 (the Llama-2 CLM baseline). ``metrics.json`` in output_dir records the losses, ``perplexity``
-(exp of the combined eval loss, as the reference reports it), and which optimizer and schedule ran.
+(exp of the combined eval loss, as the reference reports it), which optimizer and schedule ran, and
+how (``run``: processes, precision, DeepSpeed ZeRO stage).
 """
 
 from __future__ import annotations
@@ -172,9 +173,19 @@ def main(argv: list[str] | None = None):
         # As the reference: exp of the combined loss (LM and distill), not a true perplexity.
         evaluation["perplexity"] = math.exp(evaluation["eval_loss"]) if evaluation["eval_loss"] < 700 else math.inf
         metrics["eval"] = evaluation
+    metrics["run"] = run_record(args, trainer)
     if trainer.is_world_process_zero():
         write_json(Path(args.output_dir) / "metrics.json", metrics)
     return trainer
+
+
+def run_record(args, trainer) -> dict:
+    """How the run ran: processes, precision, and the DeepSpeed ZeRO stage (None without DeepSpeed)."""
+    stage = None
+    if trainer.is_deepspeed_enabled:
+        stage = args.hf_deepspeed_config.config.get("zero_optimization", {}).get("stage", 0)
+    precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+    return {"world_size": args.world_size, "zero_stage": stage, "precision": precision}
 
 
 def cli(argv: list[str] | None = None) -> int:
