@@ -5,7 +5,8 @@ sources whose lists are 80% full, 10% EMPTY and 10% ONE-HOT), MinCE (--distill_g
 
 Dense: the reference collator's loop, three bfloat16 [B, 2048, V] targets filled position by
 position (bf16 logits, bf16 softmax, scatter; EMPTY copies the pivot's row), then the MinCE choice
-and the CE toward the chosen dense target (float32 student log-softmax, attention-mask mean).
+(or the bf16 weighted sum): the time of both; then the CE toward that target (float32 student
+log-softmax, attention-mask mean), not timed on either side.
 Sparse: DistillCollator's targets for an Arrow batch (what the Trainer feeds it) and the CE from
 the gather. Source 0 has the lowest metric CE, so MinCE picks it and both its lists and the
 pivot's (for its EMPTY positions) are read: the costlier case. Printed: time and bytes of the
@@ -89,17 +90,21 @@ def dense_reference_targets(rows: list[dict], positions: int) -> list[torch.Tens
     return dense
 
 
-def dense_loss(rows, dense, log_probs, mask, mode: str) -> torch.Tensor:
+def dense_target(rows: list[dict], dense: list[torch.Tensor], mode: str) -> torch.Tensor:
+    """The reference's final bf16 [B, T, V] target: each row's MinCE teacher, or the weighted sum."""
     metrics = np.array([[row[m] for _, _, m in TEACHERS] for row in rows])
     rewards = teacher_rewards(metrics)
     if mode == "greater":
         choice = greater_choice(rewards, True)
-        target = torch.stack([dense[c][b] for b, c in enumerate(choice.tolist())])
-    else:
-        weights = weighted_weights(rewards)
-        target = torch.zeros_like(dense[0])
-        for n in range(len(dense)):
-            target = target + weights[:, n, None, None] * dense[n]
+        return torch.stack([dense[c][b] for b, c in enumerate(choice.tolist())])
+    weights = weighted_weights(rewards)
+    target = torch.zeros_like(dense[0])
+    for n in range(len(dense)):
+        target = target + weights[:, n, None, None] * dense[n]
+    return target
+
+
+def dense_loss(target: torch.Tensor, log_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     per_position = -(target.float() * log_probs).sum(-1)
     return (per_position * mask).sum() / mask.sum()
 
@@ -124,12 +129,19 @@ def main() -> None:
 
     start = time.perf_counter()
     dense_reference_targets(rows, args.dense_positions)
-    t_dense = (time.perf_counter() - start) * T / args.dense_positions
+    t_lists = (time.perf_counter() - start) * T / args.dense_positions
+    dense = dense_reference_targets(rows, T)
+    start = time.perf_counter()
+    target = dense_target(rows, dense, args.mode)
+    t_combine = time.perf_counter() - start
+    t_dense = t_lists + t_combine
     dense_bytes = len(TEACHERS) * B * T * V * 2
 
     print(f"teacher targets of one batch ({B} x {T} x {V} x top-{K}, three teachers, {args.mode})")
-    scaled = f" (timed on {args.dense_positions} positions, scaled)" if args.dense_positions < T else ""
-    print(f"    dense bf16 reference loop  {t_dense:9.3f} s{scaled}   {dense_bytes / 2**20:9.1f} MiB")
+    scaled = f", timed on {args.dense_positions} positions and scaled" if args.dense_positions < T else ""
+    print(f"    dense bf16 reference       {t_dense:9.3f} s    {dense_bytes / 2**20:9.1f} MiB   "
+          f"(three teachers' loop {t_lists:.3f} s{scaled}; {'choice' if args.mode == 'greater' else 'sum'} "
+          f"{t_combine * 1e3:.1f} ms)")
     print(f"    top-k targets (Arrow)      {t_sparse * 1e3:9.3f} ms   {sparse_bytes / 2**20:9.3f} MiB")
     print(f"    ratio                      {t_dense / t_sparse:9.0f}x faster   "
           f"{dense_bytes / sparse_bytes:9.0f}x smaller")
@@ -138,8 +150,7 @@ def main() -> None:
     torch.manual_seed(0)
     log_probs = torch.log_softmax(torch.randn(B, T, V) * 2, dim=-1)
     mask = batch["attention_mask"].float()
-    dense = dense_reference_targets(rows, T)
-    reference = float(dense_loss(rows, dense, log_probs, mask, args.mode))
+    reference = float(dense_loss(target, log_probs, mask))
     _, ours = lm_and_fuse_losses(log_probs, batch["labels"], None, batch["target_ids"], batch["target_mask"],
                                  target_probs=batch["target_probs"], loss_mask=batch["attention_mask"].bool())
     print(f"    distill CE: dense {reference:.8f}  top-k {float(ours):.8f}  "
