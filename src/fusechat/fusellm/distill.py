@@ -115,7 +115,8 @@ def teacher_probabilities(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def _subtract_list_max(x, mask):
     """Per row: x - max over the valid entries; -inf (exp: 0) where ``mask`` is off.
 
-    Written as flat passes without branches in the inner loops: they compile to vector code."""
+    The mask goes first in one flat pass, so that the loops along each list are plain max and
+    subtract loops, which compile to vector code."""
     flat_x, flat_mask = x.reshape(-1), mask.reshape(-1)
     for i in range(flat_x.shape[0]):
         if not flat_mask[i]:
