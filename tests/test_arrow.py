@@ -4,7 +4,8 @@ import numpy as np
 import pyarrow as pa
 from datasets import Dataset
 
-from fusechat.arrow import first_differing_row, list_lengths, list_values, nested_lists, record_batches, row_lengths, without_indices_mapping
+from fusechat.arrow import (first_differing_row, list_lengths, list_values, nested_lists, record_batches, row_lengths,
+                            without_indices_mapping)
 from fusechat.padding import pad_lists, pad_rows
 
 
@@ -35,7 +36,8 @@ def test_list_lengths_of_plain_sliced_large_and_null_lists():
     assert list_lengths(pa.array([[1], [2, 3]], pa.large_list(pa.int64()))).tolist() == [1, 2]
     assert list_lengths(pa.array([[1], None, [2, 3]])).tolist() == [1, 0, 2]
     # a null list whose offsets span values still counts 0 entries
-    spanning = pa.ListArray.from_arrays(pa.array([0, 1, 3, 4]), pa.array([1, 2, 3, 4]), mask=pa.array([False, True, False]))
+    spanning = pa.ListArray.from_arrays(pa.array([0, 1, 3, 4]), pa.array([1, 2, 3, 4]),
+                                        mask=pa.array([False, True, False]))
     assert list_lengths(spanning).tolist() == [1, 0, 1]
     assert list_lengths(lists).dtype == np.int64
 
@@ -46,7 +48,8 @@ def test_list_values_are_the_entries_of_the_lists_in_view():
     assert list_values(lists.slice(1, 2)).to_pylist() == [3]
     assert list_values(lists.slice(2)).to_pylist() == [4, 5, 6]
     assert list_values(pa.array([[[1.0], [2.0, 3.0]], [[4.0]]]).slice(1)).to_pylist() == [[4.0]]
-    spanning = pa.ListArray.from_arrays(pa.array([0, 1, 3, 4]), pa.array([1, 2, 3, 4]), mask=pa.array([False, True, False]))
+    spanning = pa.ListArray.from_arrays(pa.array([0, 1, 3, 4]), pa.array([1, 2, 3, 4]),
+                                        mask=pa.array([False, True, False]))
     assert list_values(spanning).to_pylist() == [1, 4]
 
 

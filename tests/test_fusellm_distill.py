@@ -158,11 +158,13 @@ def test_arrow_batches_of_stored_float16_lists_collate_like_row_dicts(mode):
     from fusechat.training.datasets import ArrowRows
 
     rng = np.random.default_rng(5)
-    rows = [random_row(rng, n, metrics=m) for n, m in ((9, (1.0, 0.8, 1.1)), (5, (2.0, 2.5, 1.5)), (7, (0.5, 0.9, 0.7)))]
+    rows = [random_row(rng, n, metrics=m)
+            for n, m in ((9, (1.0, 0.8, 1.1)), (5, (2.0, 2.5, 1.5)), (7, (0.5, 0.9, 0.7)))]
     features = Features({"input_ids": List(Value("int32")), "attention_mask": List(Value("int8")),
                          "labels": List(Value("int32"))})
     for logits, ids, metric in TEACHER_COLUMNS.values():
-        features[logits], features[ids], features[metric] = List(List(Value("float16"))), List(List(Value("int32"))), Value("float64")
+        features[logits], features[ids] = List(List(Value("float16"))), List(List(Value("int32")))
+        features[metric] = Value("float64")
     collator = DistillCollator(0, 64, mode, temperature=0.7)
     from_arrow = collator(ArrowRows(Dataset.from_list(rows, features=features)).__getitems__([2, 0, 1]))
     from_rows = collator([rows[2], rows[0], rows[1]])

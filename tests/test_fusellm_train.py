@@ -301,7 +301,8 @@ def test_deepspeed_zero2_with_the_released_config_trains_like_the_default(tmp_pa
     (12.6.5: AdamW betas (0.9, 0.999), WarmupDecayLR, the first two updates at lr 0)."""
     needs_deepspeed()
     out = tmp_path / "ds"
-    argv = ["--deepspeed", "./config/zero_stage2_config.json", *command(pivot_path, ",".join(packed), out, **DS_SETTINGS)]
+    argv = ["--deepspeed", "./config/zero_stage2_config.json",
+            *command(pivot_path, ",".join(packed), out, **DS_SETTINGS)]
     run = subprocess.run(["deepspeed", f"--master_port={free_port()}", "./src/train.py", *argv], cwd=SCRIPT.parents[1],
                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -70,8 +70,9 @@ def flat_values(array: pa.Array) -> np.ndarray:
 
 def nested_lists(array: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A list<list<T>> array as numpy: (entries per row [B], entries per inner list [P], the values
-    end to end [E]); the counts in the offsets' integer type. Read straight from the offsets and values buffers (zero-copy) when nothing is
-    null: a top-k column of a batch then costs a few microseconds, not one Arrow kernel per step."""
+    end to end [E]), the counts in the offsets' integer type. Read straight from the offsets and
+    values buffers (zero-copy) when nothing is null: a top-k column of a batch then costs a few
+    microseconds, not one Arrow kernel per step."""
     child = array.values
     leaf = child.values
     if array.null_count or child.null_count or leaf.null_count or pa.types.is_null(leaf.type):

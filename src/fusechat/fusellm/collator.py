@@ -80,13 +80,13 @@ class DistillCollator:
             choice = greater_choice(row_rewards, PIVOT in self.candidates).numpy()  # index into candidates
             # Only the chosen teachers' lists are built: one array per teacher that some row chose.
             chosen = list(dict.fromkeys(choice.tolist()))
-            lists = self.teacher_lists(table, width, [self.candidates[c] for c in chosen],
-                                       {self.candidates[c]: choice == c for c in chosen})
+            names = [self.candidates[c] for c in chosen]
+            lists = self.teacher_lists(table, width, names, {name: choice == c for name, c in zip(names, chosen)})
             if len(chosen) == 1:
-                ids, probs, mask = lists[self.candidates[chosen[0]]]
+                ids, probs, mask = lists[names[0]]
             else:
                 which = np.array([chosen.index(c) for c in choice.tolist()])
-                ids, probs, mask = select_rows(which, [lists[self.candidates[c]] for c in chosen])
+                ids, probs, mask = select_rows(which, [lists[name] for name in names])
             choice_index = torch.from_numpy(self._candidate_teacher[choice])
         else:
             lists = self.teacher_lists(table, width)

@@ -165,7 +165,8 @@ def weighted_union(weights: torch.Tensor, teachers: list[tuple[np.ndarray, np.nd
     """
     width = sum(ids.shape[-1] for ids, _, _ in teachers)
     b, t = teachers[0][0].shape[:2]
-    ids, total, used = np.zeros((b, t, width), np.int64), np.zeros((b, t, width), np.float32), np.zeros((b, t), np.int64)
+    ids, total = np.zeros((b, t, width), np.int64), np.zeros((b, t, width), np.float32)
+    used = np.zeros((b, t), np.int64)
     w = weights.float().numpy()
     for c, (teacher_ids, probs, mask) in enumerate(teachers):
         _add_weighted_teacher(np.ascontiguousarray(w[:, c]), teacher_ids, probs, mask, ids, total, used)
