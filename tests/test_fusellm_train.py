@@ -332,6 +332,28 @@ def test_deepspeed_zero2_over_two_ranks_trains_like_one_process(tmp_path, pivot_
 
 
 @pytest.mark.slow
+def test_deepspeed_zero2_in_bf16_over_two_ranks_stays_near_the_float32_run(tmp_path, pivot_path, packed, default_run):
+    """The published precision, --bf16 True, under ZeRO-2 over two ranks (bf16 compute, float32 master
+    weights): the logged losses stay within bf16 rounding of the float32 run's, update after update."""
+    needs_deepspeed()
+    out = tmp_path / "bf16"
+    argv = ["--deepspeed", "./config/zero_stage2_config.json", "--bf16", "True",
+            *command(pivot_path, ",".join(packed), out, gradient_accumulation_steps=1, **DS_SETTINGS)]
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          f"--master_port={free_port()}", "./src/train.py", *argv], cwd=SCRIPT.parents[1],
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert json.loads((out / "metrics.json").read_text())["run"] == {"world_size": 2, "zero_stage": 2,
+                                                                      "precision": "bf16"}
+    logged = [e for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    expected = [e for e in default_run.state.log_history if "loss" in e]
+    assert len(logged) == len(expected) == 4
+    for key in ("loss", "lm_loss", "distill_loss"):
+        assert [e[key] for e in logged] == pytest.approx([e[key] for e in expected], rel=5e-3), key
+    assert [e["share_source_0"] for e in logged] == [e["share_source_0"] for e in expected]
+
+
+@pytest.mark.slow
 def test_script_reports_bad_input_in_one_line(tmp_path, pivot_path):
     run = subprocess.run([sys.executable, str(SCRIPT), *command(pivot_path, str(tmp_path / "missing"),
                                                                 tmp_path / "out")],
