@@ -313,19 +313,25 @@ def test_deepspeed_zero2_with_the_released_config_trains_like_the_default(tmp_pa
     assert_trains_like(out, default_run, pivot_path)
 
 
+def zero2_over_two_ranks(out: Path, pivot_path: Path, packed, *flags: str) -> Path:
+    """torchrun --nproc_per_node=2 ./src/train.py with the released ZeRO-2 config, one row per rank and
+    update (lr 1e-3); returns the output folder."""
+    argv = ["--deepspeed", "./config/zero_stage2_config.json", *flags,
+            *command(pivot_path, ",".join(packed), out, gradient_accumulation_steps=1, **DS_SETTINGS)]
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          f"--master_port={free_port()}", "./src/train.py", *argv], cwd=SCRIPT.parents[1],
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return out
+
+
 @pytest.mark.slow
 def test_deepspeed_zero2_over_two_ranks_trains_like_one_process(tmp_path, pivot_path, packed, default_run):
     """ZeRO-2 partitioned over two ranks (torchrun, gloo on CPU), one row per rank and update, gives the
     updates of one process accumulating two rows: gradients reduced across ranks, each rank stepping
     its half of the optimizer state, the halves gathered back into the same weights."""
     needs_deepspeed()
-    out = tmp_path / "ds2"
-    argv = ["--deepspeed", "./config/zero_stage2_config.json",
-            *command(pivot_path, ",".join(packed), out, gradient_accumulation_steps=1, **DS_SETTINGS)]
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                          f"--master_port={free_port()}", "./src/train.py", *argv], cwd=SCRIPT.parents[1],
-                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = zero2_over_two_ranks(tmp_path / "ds2", pivot_path, packed)
     assert json.loads((out / "metrics.json").read_text())["run"] == {"world_size": 2, "zero_stage": 2,
                                                                       "precision": "fp32"}
     assert_trains_like(out, default_run, pivot_path)
@@ -336,13 +342,7 @@ def test_deepspeed_zero2_in_bf16_over_two_ranks_stays_near_the_float32_run(tmp_p
     """The published precision, --bf16 True, under ZeRO-2 over two ranks (bf16 compute, float32 master
     weights): the logged losses stay within bf16 rounding of the float32 run's, update after update."""
     needs_deepspeed()
-    out = tmp_path / "bf16"
-    argv = ["--deepspeed", "./config/zero_stage2_config.json", "--bf16", "True",
-            *command(pivot_path, ",".join(packed), out, gradient_accumulation_steps=1, **DS_SETTINGS)]
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                          f"--master_port={free_port()}", "./src/train.py", *argv], cwd=SCRIPT.parents[1],
-                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = zero2_over_two_ranks(tmp_path / "bf16", pivot_path, packed, "--bf16", "True")
     assert json.loads((out / "metrics.json").read_text())["run"] == {"world_size": 2, "zero_stage": 2,
                                                                       "precision": "bf16"}
     logged = [e for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
