@@ -117,17 +117,25 @@ class ChatGenerator:
             prompt_format.stop_token_ids | eos_ids(model.generation_config), prompt_format.stop_strings)
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    def _generation_config(self, temperature: float, max_new_tokens: int):
+    def _generation_config(self, temperature: float, max_new_tokens: int, **sampling):
         config = copy.deepcopy(self.model.generation_config)
         sample = temperature >= GREEDY_BELOW
         config.update(do_sample=sample, temperature=temperature if sample else None,
                       max_new_tokens=max_new_tokens, eos_token_id=sorted(self.prompt_format.stop_token_ids),
-                      pad_token_id=self.pad_token_id)
+                      pad_token_id=self.pad_token_id,
+                      **{key: value for key, value in sampling.items() if value is not None and sample})
         return config
 
     def generate(self, conversations: list[Messages], temperature: float, max_new_tokens: int,
                  seed: int = 0) -> list[str]:
         """One reply per conversation, in input order. Longest prompts are batched together."""
+        return [text for text, _ in self.generate_with_finish(conversations, temperature, max_new_tokens, seed)]
+
+    def generate_with_finish(self, conversations: list[Messages], temperature: float, max_new_tokens: int,
+                             seed: int = 0, **sampling) -> list[tuple[str, str]]:
+        """``(reply, finish_reason)`` per conversation: "stop" when a stop token or string ended it, "length"
+        when it ran to ``max_new_tokens``. ``sampling``: further generation settings (top_p, top_k,
+        repetition_penalty; None leaves the model's own)."""
         import torch
 
         if temperature < 0:
@@ -135,9 +143,9 @@ class ChatGenerator:
 
         prompts = [self.prompt_format.prompt_ids(messages) for messages in conversations]
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-        config = self._generation_config(temperature, max_new_tokens)
+        config = self._generation_config(temperature, max_new_tokens, **sampling)
         device = self.model.device
-        replies: list[str] = [""] * len(prompts)
+        replies: list[tuple[str, str]] = [("", "stop")] * len(prompts)
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
             width = max(len(prompts[i]) for i in batch)
@@ -151,9 +159,12 @@ class ChatGenerator:
                 output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                              generation_config=config)
             for row, index in enumerate(batch):
-                new_tokens = truncate_at_stop(output[row, width:].tolist(), self.prompt_format.stop_token_ids)
+                generated = output[row, width:].tolist()
+                new_tokens = truncate_at_stop(generated, self.prompt_format.stop_token_ids)
                 text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
-                replies[index] = truncate_at_strings(text, self.prompt_format.stop_strings).strip()
+                cut = truncate_at_strings(text, self.prompt_format.stop_strings)
+                stopped = len(new_tokens) < len(generated) or len(cut) < len(text)
+                replies[index] = (cut.strip(), "stop" if stopped or len(generated) < max_new_tokens else "length")
         return replies
 
 

@@ -6,6 +6,7 @@ fusechat-imf-decode, -post-process, -annotate, -build, -sft, -dpo, -wrpo, -conve
 from __future__ import annotations
 
 import argparse
+import math
 import logging
 import sys
 
@@ -112,3 +113,365 @@ def build_main(argv=None) -> None:
 
 def build_cli() -> int:
     return run_cli(build_main, sys.argv[1:], prog="fusechat-imf-build")
+
+
+# --- decode -------------------------------------------------------------------------------------
+
+
+def _optional_float(value: str):
+    return None if value.lower() == "none" else float(value)
+
+
+def _optional_int(value: str):
+    return None if value.lower() == "none" else int(value)
+
+
+def decode_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fusechat-imf-decode", description=(
+        "Sample N responses per prompt from one source model, one pass per seed."))
+    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--prompts", required=True, help="prompts.jsonl")
+    p.add_argument("--out", required=True, help="samples/<source>.jsonl")
+    p.add_argument("--source", default=None, help="source name written into the rows (default: the folder name)")
+    p.add_argument("--domains", default=None, help="comma-separated domains to sample (default: all)")
+    p.add_argument("--seeds", default="13,21,42,79,100", help="one sample per seed")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-p", type=_optional_float, default=0.95)
+    p.add_argument("--top-k", type=_optional_int, default=None)
+    p.add_argument("--repetition-penalty", type=_optional_float, default=None)
+    p.add_argument("--max-tokens", type=int, default=4096)
+    p.add_argument("--backend", choices=("hf", "vllm"), default="hf")
+    p.add_argument("--conv-temp", default=None, help="a project template instead of the tokenizer's chat template")
+    p.add_argument("--batch-size", type=int, default=8)
+    return p
+
+
+def decode_main(argv=None) -> None:
+    from ..storage import check_writable
+    from .decode import decode, default_source_name, sampling_record
+    from .formats import DOMAINS, read_prompts, write_jsonl
+
+    args = decode_parser().parse_args(argv)
+    try:
+        seeds = [int(s) for s in split_paths(args.seeds)]
+    except ValueError:
+        raise InputError(f"--seeds takes comma-separated integers, got {args.seeds!r}") from None
+    if not seeds or args.max_tokens < 1:
+        raise InputError("--seeds needs at least one seed and --max-tokens at least 1")
+    check_writable(args.out, "--out")
+    prompts = read_prompts(args.prompts)
+    if args.domains:
+        wanted = split_paths(args.domains)
+        unknown = [d for d in wanted if d not in DOMAINS]
+        if unknown:
+            raise InputError(f"--domains: unknown domain {unknown[0]!r}; choose from {', '.join(DOMAINS)}")
+        prompts = [p for p in prompts if p["domain"] in wanted]
+        if not prompts:
+            raise InputError(f"--domains {args.domains}: no prompt of these domains in {args.prompts}")
+    sampling = sampling_record(args.temperature, args.top_p, args.top_k, args.repetition_penalty, args.max_tokens,
+                               args.backend)
+    rows = decode(args.model, prompts, args.source or default_source_name(args.model), seeds, sampling,
+                  args.backend, args.conv_temp, args.batch_size)
+    write_jsonl(args.out, rows)
+
+
+def decode_cli() -> int:
+    return run_cli(decode_main, sys.argv[1:], prog="fusechat-imf-decode")
+
+
+# --- post-process -------------------------------------------------------------------------------
+
+
+def post_process_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fusechat-imf-post-process", description=(
+        "Merge samples files of one source by prompt_id (seeds in the order given); drop prompts whose "
+        "responses are all identical, listing them in OUT.dropped.json."))
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--samples", required=True, help="comma-separated samples files of one source")
+    p.add_argument("--out", required=True)
+    return p
+
+
+def post_process_main(argv=None) -> None:
+    from ..storage import check_writable, write_json
+    from .formats import read_prompts, read_samples, sources_of, write_jsonl
+    from .post_process import merge_samples
+
+    args = post_process_parser().parse_args(argv)
+    paths = split_paths(args.samples)
+    if not paths:
+        raise InputError("--samples: no file given")
+    check_writable(args.out, "--out")
+    prompts = read_prompts(args.prompts)
+    files = []
+    for path in paths:
+        rows = read_samples(path, prompts)
+        sources_of(rows, path)
+        files.append((path, rows))
+    rows, identical = merge_samples(files)
+    write_json(f"{args.out}.dropped.json", {"all responses identical": identical})
+    write_jsonl(args.out, rows)
+    logger.info("%d prompts kept, %d dropped (all responses identical, listed in %s.dropped.json)",
+                len(rows), len(identical), args.out)
+
+
+def post_process_cli() -> int:
+    return run_cli(post_process_main, sys.argv[1:], prog="fusechat-imf-post-process")
+
+
+# --- annotate -----------------------------------------------------------------------------------
+
+
+def annotate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fusechat-imf-annotate", description=(
+        "Score every response: a reward model (a folder, 'verdict' or 'table:FILE') and a verifier for math "
+        "and code prompts. Writes scored/<source>.jsonl and OUT.report.json."))
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--samples", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--reward-model", required=True,
+                   help="a sequence-classification model folder; 'verdict' (the verdict is the reward); "
+                        "'table:FILE' (scores by response text)")
+    p.add_argument("--verifier", choices=("auto", "none", "math", "code"), default="auto",
+                   help="auto: math and code prompts with a reference are verified")
+    p.add_argument("--answer", choices=("boxed", "boxed-or-last-number"), default="boxed",
+                   help="how a math response's final answer is found")
+    p.add_argument("--code-timeout", type=float, default=10.0, help="seconds per response's tests")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--trust-remote-code", action="store_true", help="for reward models such as ArmoRM")
+    return p
+
+
+def annotate_main(argv=None) -> None:
+    from ..storage import check_writable, write_json
+    from .annotate import annotate, load_reward_model, report_path, report_record
+    from .formats import read_prompts, read_samples, sources_of, write_jsonl
+
+    args = annotate_parser().parse_args(argv)
+    if args.code_timeout <= 0:
+        raise InputError(f"--code-timeout must be positive, got {args.code_timeout}")
+    check_writable(args.out, "--out")
+    prompts = read_prompts(args.prompts)
+    rows = read_samples(args.samples, prompts)
+    sources_of(rows, args.samples)
+    reward_model = load_reward_model(args.reward_model, args.batch_size, args.trust_remote_code)
+    scored, counts = annotate(rows, prompts, reward_model, args.verifier, args.answer, args.code_timeout)
+    name = args.reward_model if reward_model is None else reward_model.name
+    write_json(report_path(args.out), report_record(counts, name, args.verifier, args.answer, args.code_timeout))
+    write_jsonl(args.out, scored)
+    logger.info("scored %d prompts: %s", len(scored), dict(sorted(counts.items())))
+
+
+def annotate_cli() -> int:
+    return run_cli(annotate_main, sys.argv[1:], prog="fusechat-imf-annotate")
+
+
+# --- training stages ----------------------------------------------------------------------------
+
+
+def _train_parser(prog: str, description: str, learning_rate: float) -> argparse.ArgumentParser:
+    from .training import add_train_flags
+
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--model", required=True, help="model folder to start from")
+    p.add_argument("--data", required=True, help="the training set")
+    p.add_argument("--out", required=True, help="output folder: the trained model and metrics.json")
+    add_train_flags(p, learning_rate)
+    return p
+
+
+def sft_parser() -> argparse.ArgumentParser:
+    p = _train_parser("fusechat-imf-sft", "Supervised fine-tuning on sft.jsonl (TRL SFTTrainer).", 5e-6)
+    p.add_argument("--mode", choices=("fusechat3", "wrpo"), default="fusechat3",
+                   help="fusechat3: loss on replies only, no packing; wrpo: whole text, packed (as the released run)")
+    return p
+
+
+def _start_run(args, data_reader):
+    from ..storage import check_output_dir
+    from .training import load_policy, settings_from
+
+    settings = settings_from(args)
+    check_output_dir(args.out, "--out", [args.model, args.data])
+    rows = data_reader(args.data)
+    if not rows:
+        raise InputError(f"--data {args.data}: no rows to train on")
+    model, tokenizer = load_policy(args.model)
+    return settings, rows, model, tokenizer
+
+
+def _train_and_save(make_trainer, out: str, record: dict) -> None:
+    from ..storage import atomic_dir
+    from .training import save_run
+
+    with atomic_dir(out) as tmp:
+        trainer = make_trainer(str(tmp))
+        trainer.train()
+        save_run(trainer, tmp, record)
+    logger.info("saved the trained model to %s", out)
+
+
+def sft_main(argv=None) -> None:
+    from .formats import read_sft
+    from .sft import sft_trainer
+    from .training import settings_record
+
+    args = sft_parser().parse_args(argv)
+    settings, rows, model, tokenizer = _start_run(args, read_sft)
+    record = {"stage": "sft", "mode": args.mode, "model": args.model, "data": args.data, "rows": len(rows),
+              **settings_record(settings)}
+    _train_and_save(lambda out: sft_trainer(model, tokenizer, rows, args.mode, settings, out), args.out, record)
+
+
+def sft_cli() -> int:
+    return run_cli(sft_main, sys.argv[1:], prog="fusechat-imf-sft")
+
+
+def dpo_parser() -> argparse.ArgumentParser:
+    p = _train_parser("fusechat-imf-dpo", "DPO on dpo.jsonl (TRL DPOTrainer); the reference is a frozen copy of "
+                      "--model.", 1e-6)
+    p.add_argument("--loss", choices=("sigmoid", "sigmoid_norm"), default="sigmoid",
+                   help="sigmoid: DPO; sigmoid_norm: length-normalised DPO (FuseChat-3.0's Llama runs)")
+    p.add_argument("--beta", type=float, default=0.01)
+    return p
+
+
+def dpo_main(argv=None) -> None:
+    from .dpo import dpo_trainer
+    from .formats import read_dpo
+    from .training import settings_record
+
+    args = dpo_parser().parse_args(argv)
+    if args.beta <= 0:
+        raise InputError(f"--beta must be positive, got {args.beta}")
+    settings, rows, model, tokenizer = _start_run(args, read_dpo)
+    record = {"stage": "dpo", "loss": args.loss, "beta": args.beta, "model": args.model, "data": args.data,
+              "rows": len(rows), **settings_record(settings)}
+    _train_and_save(lambda out: dpo_trainer(model, tokenizer, rows, args.loss, args.beta, settings, out),
+                    args.out, record)
+
+
+def dpo_cli() -> int:
+    return run_cli(dpo_main, sys.argv[1:], prog="fusechat-imf-dpo")
+
+
+def wrpo_parser() -> argparse.ArgumentParser:
+    p = _train_parser("fusechat-imf-wrpo", "WRPO on wrpo.jsonl or a released WRPO dataset folder; a released "
+                      "config YAML gives the defaults (--config).", 3e-7)
+    p.add_argument("--config", default=None, help="a released WRPO YAML (beta, alpha, is_dynamic, loss_type, ...)")
+    p.add_argument("--beta", type=float, default=0.01)
+    p.add_argument("--alpha", type=float, default=0.1, help="alpha at the end of the ramp")
+    p.add_argument("--is-dynamic", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
+                   help="true: alpha ramps from 0 (the released default); false: alpha throughout")
+    p.add_argument("--loss-type", choices=("wrpo", "sigmoid"), default="wrpo",
+                   help="sigmoid: the mean of DPO(ws > l) and DPO(wt > l), the released baseline")
+    p.add_argument("--max-prompt-length", type=int, default=1800)
+    p.add_argument("--truncation", choices=("default", "reference"), default="default")
+    return p
+
+
+def read_wrpo_data(path: str) -> list[dict]:
+    """wrpo.jsonl, or a released WRPO DatasetDict folder (its train split)."""
+    from pathlib import Path
+
+    from .formats import read_wrpo, wrpo_from_release
+
+    if Path(path).is_dir():
+        from ..storage import load_dataset_dir
+
+        data = load_dataset_dir(path, "WRPO dataset")
+        split = data["train"] if "train" in data else None
+        if split is None:
+            raise InputError(f"--data {path}: the dataset has no train split")
+        return [wrpo_from_release(row, f"{path} train row {i + 1}") for i, row in enumerate(split)]
+    return read_wrpo(path)
+
+
+def wrpo_main(argv=None) -> None:
+    from .config import apply_wrpo_yaml
+    from ..modeling import load_causal_lm
+    from .training import settings_record
+    from .wrpo_trainer import WRPOSettings, wrpo_trainer
+
+    parser = wrpo_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    notes = apply_wrpo_yaml(parser, argv)
+    args = parser.parse_args(argv)
+    for note in notes:
+        logger.info("%s", note)
+    wrpo = WRPOSettings(args.beta, args.alpha, args.is_dynamic, args.loss_type, args.max_length,
+                        args.max_prompt_length, args.truncation)
+    settings, rows, model, tokenizer = _start_run(args, read_wrpo_data)
+    ref_model = load_causal_lm(args.model)  # the frozen reference: a second copy of the initial policy
+    record = {"stage": "wrpo", **wrpo.__dict__, "model": args.model, "data": args.data, "rows": len(rows),
+              **settings_record(settings)}
+    _train_and_save(lambda out: wrpo_trainer(model, ref_model, tokenizer, rows, wrpo, settings, out),
+                    args.out, record)
+
+
+def wrpo_cli() -> int:
+    return run_cli(wrpo_main, sys.argv[1:], prog="fusechat-imf-wrpo")
+
+
+# --- convert ------------------------------------------------------------------------------------
+
+CONVERSIONS = {
+    "sharegpt": "sft.jsonl -> the ShareGPT JSON of FuseChat's training path",
+    "wrpo-release": "wrpo.jsonl -> the released WRPO DatasetDict folder (train, test)",
+    "wrpo": "a released WRPO DatasetDict folder -> wrpo.jsonl",
+    "imf": "released FuseChat-3.0 data (train.json: 'messages' or 'prompt'/'chosen'/'rejected') -> sft/dpo.jsonl",
+}
+
+
+def convert_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fusechat-imf-convert", description="Convert to and from the released row "
+                                "shapes: " + "; ".join(f"{k}: {v}" for k, v in CONVERSIONS.items()))
+    p.add_argument("--to", required=True, choices=sorted(CONVERSIONS))
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--test-share", type=float, default=0.0, help="wrpo-release: share of rows in the test split")
+    return p
+
+
+def convert_main(argv=None) -> None:
+    from ..storage import check_output_dir, check_writable, write_json
+    from . import formats
+
+    args = convert_parser().parse_args(argv)
+    if args.to == "wrpo-release":
+        from datasets import Dataset, DatasetDict
+
+        from ..storage import save_dataset_atomic
+
+        check_output_dir(args.output, "output", [args.input])
+        rows = [formats.wrpo_to_release(r) for r in formats.read_wrpo(args.input)]
+        cut = len(rows) - math.floor(len(rows) * _share(args.test_share, "--test-share") + 0.5)
+        save_dataset_atomic(DatasetDict({"train": Dataset.from_list(rows[:cut]),
+                                         "test": Dataset.from_list(rows[cut:])}), args.output)
+        return
+    check_writable(args.output, "output")
+    if args.to == "sharegpt":
+        write_json(args.output, [formats.sft_to_sharegpt(r) for r in formats.read_sft(args.input)])
+    elif args.to == "wrpo":
+        formats.write_jsonl(args.output, read_wrpo_data(args.input))
+    else:
+        kind, rows = formats.import_released(formats.read_json_rows(args.input, "released data"), args.input)
+        logger.info("%s: %d %s rows", args.input, len(rows), kind.upper())
+        formats.write_jsonl(args.output, rows)
+
+
+def convert_cli() -> int:
+    return run_cli(convert_main, sys.argv[1:], prog="fusechat-imf-convert")
+
+
+STAGES = {"decode": decode_main, "post-process": post_process_main, "annotate": annotate_main,
+          "build": build_main, "sft": sft_main, "dpo": dpo_main, "wrpo": wrpo_main, "convert": convert_main}
+
+
+def main(argv=None) -> int:
+    """``python -m fusechat.implicit STAGE ...``: the console scripts without an installed entry point."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in STAGES:
+        print(f"usage: python -m fusechat.implicit {{{','.join(STAGES)}}} ...", file=sys.stderr)
+        return 2
+    return run_cli(STAGES[argv[0]], argv[1:], prog=f"fusechat-imf-{argv[0]}")
