@@ -195,3 +195,17 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, case, messag
     assert status == 2
     assert err.startswith("fusechat-imf-build: error: ") and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_wrpo_source_response_of_math_is_the_best_correct_one(tmp_path, capsys):
+    prompts = [prompt("m", "math", reference={"answer": "4"}), prompt("n", "math", reference={"answer": "4"})]
+    rows = [scored_row("m", "A", [0.9, 0.5, 0.7], [F, T, T]), scored_row("n", "A", [0.9, 0.5], [F, F])]
+    flags = files(tmp_path, prompts, rows)
+    target = [scored_row("m", "target", [0.1, 0.2], [F, T])]
+    status, err = build(tmp_path, capsys, "--mode", "wrpo", *flags, "--target-scored",
+                        write_jsonl(tmp_path / "t.jsonl", target))
+    assert status == 0, err
+    (row,) = read_jsonl(tmp_path / "out/wrpo.jsonl")
+    assert row["chosen_source"][0]["content"] == "A-m-2" and row["scores"] == {"ws": 0.7, "wt": 0.2, "l": 0.1}
+    report = json.loads((tmp_path / "out/report.json").read_text())
+    assert report["dropped"] == {"no scored (for math and code: correct) source response": ["n"]}

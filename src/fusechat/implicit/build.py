@@ -209,6 +209,15 @@ def build_fusechat3(prompts: list[dict], scored: dict[str, list[dict]], settings
     return ([sft[p] for p in order if p in sft], [dpo[p] for p in order if p in dpo], finish_report(report))
 
 
+def best_source_response(prompt: dict, scored_rows, settings: BuildSettings, counts) -> Candidate | None:
+    """y_ws: the best response over every source and sample; for math and code, the best correct one
+    (as FuseChat-3.0's SFT rows: a verified-wrong answer is never the response to imitate)."""
+    flat = [c for s in candidates(scored_rows, settings.drop_truncated, counts) for c in s]
+    if prompt["domain"] in ("math", "code"):
+        flat = [c for c in flat if c.verdict is True]
+    return best(flat)
+
+
 def build_wrpo_split(prompts: list[dict], scored: dict[str, list[dict]], settings: BuildSettings,
                      sft_share: float = 1 / 3):
     """``(sft_rows, wrpo_prompts, report)``: the best source response on a random third of the prompts,
@@ -220,12 +229,11 @@ def build_wrpo_split(prompts: list[dict], scored: dict[str, list[dict]], setting
     top = {}
     for prompt in prompts:
         pid = prompt["prompt_id"]
-        flat = [c for s in candidates(by_prompt.get(pid, []), settings.drop_truncated, counts) for c in s]
-        top[pid] = best(flat)
+        top[pid] = best_source_response(prompt, by_prompt.get(pid, []), settings, counts)
         if pid not in by_prompt:
             dropped["not sampled"].append(pid)
         elif top[pid] is None:
-            dropped["no scored response"].append(pid)
+            dropped["no scored (for math and code: correct) source response"].append(pid)
         else:
             usable.append(prompt)
     sft_ids, _ = seeded_split([p["prompt_id"] for p in usable], sft_share, settings.seed)
@@ -245,9 +253,9 @@ def build_wrpo_rows(prompts: list[dict], scored: dict[str, list[dict]], target_s
     rows = []
     for prompt in prompts:
         pid = prompt["prompt_id"]
-        ws = best([c for s in candidates(by_prompt.get(pid, []), settings.drop_truncated, counts) for c in s])
+        ws = best_source_response(prompt, by_prompt.get(pid, []), settings, counts)
         if ws is None:
-            dropped["no scored source response"].append(pid)
+            dropped["no scored (for math and code: correct) source response"].append(pid)
             continue
         if pid not in target:
             dropped["target not sampled"].append(pid)
