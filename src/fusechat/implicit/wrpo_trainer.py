@@ -24,6 +24,7 @@ from transformers import Trainer
 
 from ..errors import InputError
 from . import losses
+from .rendering import prompt_and_replies
 
 logger = logging.getLogger(__name__)
 RESPONSES = ("chosen_source", "chosen_target", "rejected")  # y_ws, y_wt, y_l, in batch order
@@ -42,26 +43,9 @@ class WRPOSettings:
     truncation: str = "default"
 
 
-def common_prefix_length(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def _ids(tokenizer, messages, generation_prompt: bool) -> list[int]:
-    out = tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=True)
-    return list(out["input_ids"] if hasattr(out, "keys") else out)
-
-
 def tokenize_row(row: dict, tokenizer, settings: WRPOSettings) -> tuple[dict, bool]:
     """``({prompt_ids, ws_ids, wt_ids, l_ids}, truncated)`` with the ``suffix`` rendering."""
-    prompt = _ids(tokenizer, row["prompt"], True)
-    full = [_ids(tokenizer, row["prompt"] + row[key], False) for key in RESPONSES]
-    cut = min(common_prefix_length(prompt, f) for f in full)
-    prompt, completions = prompt[:cut], [f[cut:] for f in full]
+    prompt, completions = prompt_and_replies(tokenizer, row["prompt"], [row[key] for key in RESPONSES])
     truncated = len(prompt) + max(len(c) for c in completions) > settings.max_length
     if truncated:
         prompt = prompt[-settings.max_prompt_length:]

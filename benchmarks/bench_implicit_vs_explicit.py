@@ -1,0 +1,148 @@
+"""Implicit fusion on real small models, offline, on a CPU: FuseChat-3.0 (SFT then DPO) and WRPO.
+
+Target SmolLM2-135M-Instruct; sources: the real models given by --sources (fixture names of
+``fusechat.fixtures``; default the target itself, i.e. best-of-N self-distillation, and whatever
+other real chat model the fixtures provide). Prompts: generated arithmetic word problems and
+one-line Python functions, with gold answers, tests and replies; every 5th prompt is held out. The
+reward is the verdict of the math and code verifiers (no reward model).
+
+Per seed (the seed drives the prompts' sampling, the build split and training), it reports on the
+held-out prompts the accuracy of greedy answers and the reply CE (nats per gold-reply token) of:
+the target before training, after SFT, after SFT + DPO, and after WRPO (its own SFT on a third of the
+prompts, then WRPO on the rest), with each CE's ratio to the untrained target's measured in the same
+run. The explicit pairwise fusion of the same models on the same prompts is not wired in yet.
+
+    python benchmarks/bench_implicit_vs_explicit.py --seeds 1,2 --work work/bench_implicit
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from fusechat.errors import run_cli
+from fusechat.fixtures import build_tiny_model
+from fusechat.implicit import cli
+from fusechat.implicit.evaluate import evaluate_model
+from fusechat.eval.jsonl import read_jsonl
+from fusechat.implicit.formats import write_jsonl
+from fusechat.implicit.tasks import heldout_split, make_tasks
+
+TARGET = "smollm2-135m-instruct"
+
+
+def stage(main, *argv) -> None:
+    if run_cli(main, [str(a) for a in argv], prog=main.__name__) != 0:
+        raise SystemExit(f"stage {main.__name__} failed")
+
+
+def run_seed(seed: int, args, work: Path, sources: dict[str, str], target: str) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    prompts, gold = make_tasks(args.math, args.code, seed=0)  # the same prompts and held-out split for every seed
+    train, held = heldout_split(prompts)
+    write_jsonl(work / "prompts.jsonl", train)
+    sampling = ["--temperature", 0.8, "--top-p", 0.95, "--max-tokens", args.max_tokens, "--batch-size", 16]
+    seeds = ",".join(str(seed * 100 + k) for k in range(args.samples))
+    train_flags = ["--max-length", 192, "--batch-size", 4, "--seed", seed]
+    times, scored = {}, []
+
+    def timed(name, main, *argv):
+        start = time.monotonic()
+        stage(main, *argv)
+        times[name] = times.get(name, 0.0) + time.monotonic() - start
+
+    for name, folder in sources.items():
+        timed("decode", cli.decode_main, "--model", folder, "--source", name, "--prompts", work / "prompts.jsonl",
+              "--seeds", seeds, "--out", work / f"samples/{name}.jsonl", *sampling)
+        timed("annotate", cli.annotate_main, "--prompts", work / "prompts.jsonl", "--samples",
+              work / f"samples/{name}.jsonl", "--out", work / f"scored/{name}.jsonl", "--reward-model", "verdict",
+              "--answer", "boxed-or-last-number")
+        scored.append(str(work / f"scored/{name}.jsonl"))
+    scored_list = ",".join(scored)
+    # FuseChat-3.0: verdict rewards are 1 or 0, so the math band must take a margin of 1.
+    timed("build", cli.build_main, "--prompts", work / "prompts.jsonl", "--scored", scored_list, "--out",
+          work / "build", "--margin", "0.01,1", "--seed", seed)
+    timed("sft", cli.sft_main, "--model", target, "--data", work / "build/sft.jsonl", "--out", work / "sft",
+          "--learning-rate", 2e-5, "--epochs", 2, *train_flags)
+    timed("dpo", cli.dpo_main, "--model", work / "sft", "--data", work / "build/dpo.jsonl", "--out", work / "dpo",
+          "--learning-rate", 5e-6, "--beta", 0.1, "--epochs", 2, *train_flags)
+    # WRPO: its own SFT on a third, the SFT model sampled on the rest, then WRPO.
+    timed("build", cli.build_main, "--mode", "wrpo", "--prompts", work / "prompts.jsonl", "--scored", scored_list,
+          "--out", work / "wrpo_split", "--seed", seed)
+    timed("sft", cli.sft_main, "--mode", "fusechat3", "--model", target, "--data", work / "wrpo_split/sft.jsonl",
+          "--out", work / "wrpo_sft", "--learning-rate", 2e-5, "--epochs", 2, *train_flags)
+    timed("decode", cli.decode_main, "--model", work / "wrpo_sft", "--source", "target-SFT", "--prompts",
+          work / "wrpo_split/wrpo_prompts.jsonl", "--seeds", seeds, "--out", work / "samples/target-SFT.jsonl",
+          *sampling)
+    timed("annotate", cli.annotate_main, "--prompts", work / "wrpo_split/wrpo_prompts.jsonl", "--samples",
+          work / "samples/target-SFT.jsonl", "--out", work / "scored/target-SFT.jsonl", "--reward-model", "verdict",
+          "--answer", "boxed-or-last-number")
+    timed("build", cli.build_main, "--mode", "wrpo", "--prompts", work / "wrpo_split/wrpo_prompts.jsonl",
+          "--scored", scored_list, "--target-scored", work / "scored/target-SFT.jsonl", "--out", work / "wrpo_rows",
+          "--seed", seed)
+    timed("wrpo", cli.wrpo_main, "--model", work / "wrpo_sft", "--data", work / "wrpo_rows/wrpo.jsonl", "--out",
+          work / "wrpo", "--learning-rate", 5e-6, "--beta", 0.1, "--alpha", 0.1, "--epochs", 2, *train_flags)
+
+    rows = {name: len(read_jsonl(work / path)) for name, path in
+            (("sft", "build/sft.jsonl"), ("dpo", "build/dpo.jsonl"), ("wrpo_sft", "wrpo_split/sft.jsonl"),
+             ("wrpo", "wrpo_rows/wrpo.jsonl"))}
+    results = {}
+    start = time.monotonic()
+    for name, folder in (("before", target), ("SFT", work / "sft"), ("SFT+DPO", work / "dpo"),
+                         ("WRPO (SFT on 1/3)", work / "wrpo_sft"), ("WRPO", work / "wrpo")):
+        results[name] = evaluate_model(str(folder), held, gold, max_new_tokens=args.max_tokens,
+                                       answer_rule="boxed-or-last-number")
+    times["evaluate"] = time.monotonic() - start
+    return {"seed": seed, "rows": rows, "results": results, "times_s": times, "heldout": len(held)}
+
+
+def print_table(runs: list[dict]) -> None:
+    names = list(runs[0]["results"])
+    print(f"\nheld-out prompts: {runs[0]['heldout']} (same for every seed); rows per seed: "
+          + "; ".join(f"seed {r['seed']}: {r['rows']}" for r in runs))
+    print(f"{'model':<20}" + "".join(f"  seed {r['seed']}: acc   CE    CE/before" for r in runs) + "   mean acc  mean CE")
+    for name in names:
+        line = f"{name:<20}"
+        for run in runs:
+            res, base = run["results"][name], run["results"]["before"]["reply_ce"]
+            line += f"  {res['accuracy']:>12.2f} {res['reply_ce']:6.3f} {res['reply_ce'] / base:8.3f}  "
+        accs = [r["results"][name]["accuracy"] for r in runs]
+        ces = [r["results"][name]["reply_ce"] for r in runs]
+        print(line + f"   {sum(accs) / len(accs):7.2f}  {sum(ces) / len(ces):7.3f}")
+    for run in runs:
+        print(f"seed {run['seed']} stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in run["times_s"].items()))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="1,2")
+    parser.add_argument("--sources", default=TARGET, help="comma-separated fixture names of real chat models")
+    parser.add_argument("--math", type=int, default=20, help="math prompts (a fifth held out)")
+    parser.add_argument("--code", type=int, default=10, help="code prompts (a fifth held out)")
+    parser.add_argument("--samples", type=int, default=4, help="samples per prompt and source")
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--work", default="work/bench_implicit")
+    parser.add_argument("--keep", action="store_true", help="keep the working folder")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    target = str(build_tiny_model(TARGET))
+    sources = {name: str(build_tiny_model(name)) for name in args.sources.split(",")}
+    work = Path(args.work)
+    started = time.monotonic()
+    runs = [run_seed(int(seed), args, work / f"seed{seed}", sources, target) for seed in args.seeds.split(",")]
+    print_table(runs)
+    print(f"total {math.ceil((time.monotonic() - started) / 60)} min; sources: {', '.join(sources)}")
+    (work / "results.json").write_text(json.dumps(runs, indent=2) + "\n")
+    if not args.keep:
+        for seed in args.seeds.split(","):
+            shutil.rmtree(work / f"seed{seed}", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
