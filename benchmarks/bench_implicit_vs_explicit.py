@@ -1,8 +1,8 @@
 """Implicit fusion on real small models, offline, on a CPU: FuseChat-3.0 (SFT then DPO) and WRPO.
 
 Target SmolLM2-135M-Instruct; sources: the real models given by --sources (fixture names of
-``fusechat.fixtures``; default the target itself, i.e. best-of-N self-distillation, and whatever
-other real chat model the fixtures provide). Prompts: generated arithmetic word problems and
+``fusechat.fixtures``; default the target itself, whose best samples make a best-of-N
+self-distillation, and gemma-3-270m, a base model prompted through the project's gemma template). Prompts: generated arithmetic word problems and
 one-line Python functions, with gold answers, tests and replies; every 5th prompt is held out. The
 reward is the verdict of the math and code verifiers (no reward model).
 
@@ -57,9 +57,10 @@ def run_seed(seed: int, args, work: Path, sources: dict[str, str], target: str) 
         stage(main, *argv)
         times[name] = times.get(name, 0.0) + time.monotonic() - start
 
-    for name, folder in sources.items():
+    for name, (folder, conv_temp) in sources.items():
+        template = ["--conv-temp", conv_temp] if conv_temp else []
         timed("decode", cli.decode_main, "--model", folder, "--source", name, "--prompts", work / "prompts.jsonl",
-              "--seeds", seeds, "--out", work / f"samples/{name}.jsonl", *sampling)
+              "--seeds", seeds, "--out", work / f"samples/{name}.jsonl", *sampling, *template)
         timed("annotate", cli.annotate_main, "--prompts", work / "prompts.jsonl", "--samples",
               work / f"samples/{name}.jsonl", "--out", work / f"scored/{name}.jsonl", "--reward-model", "verdict",
               "--answer", "boxed-or-last-number")
@@ -122,7 +123,9 @@ def print_table(runs: list[dict]) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="1,2")
-    parser.add_argument("--sources", default=TARGET, help="comma-separated fixture names of real chat models")
+    parser.add_argument("--sources", default=f"{TARGET},gemma-3-270m:gemma",
+                        help="comma-separated fixture names of real models, each with :TEMPLATE when its tokenizer "
+                             "has no chat template (gemma-3-270m is a base model: the project's gemma template)")
     parser.add_argument("--math", type=int, default=20, help="math prompts (a fifth held out)")
     parser.add_argument("--code", type=int, default=10, help="code prompts (a fifth held out)")
     parser.add_argument("--samples", type=int, default=4, help="samples per prompt and source")
@@ -132,7 +135,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     target = str(build_tiny_model(TARGET))
-    sources = {name: str(build_tiny_model(name)) for name in args.sources.split(",")}
+    sources = {}
+    for item in args.sources.split(","):
+        name, _, conv_temp = item.partition(":")
+        sources[name] = (str(build_tiny_model(name)), conv_temp or None)
     work = Path(args.work)
     started = time.monotonic()
     runs = [run_seed(int(seed), args, work / f"seed{seed}", sources, target) for seed in args.seeds.split(",")]
