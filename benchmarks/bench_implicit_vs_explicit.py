@@ -53,6 +53,10 @@ def run_seed(seed: int, args, work: Path, sources: dict[str, str], target: str) 
     times, scored = {}, []
 
     def timed(name, main, *argv):
+        """Run a stage; a training stage whose set came out empty is skipped (reported as 'no rows')."""
+        if "--data" in argv and not read_jsonl(argv[argv.index("--data") + 1]):
+            print(f"seed {seed}: {name}: no rows in {argv[argv.index('--data') + 1]}, skipped")
+            return
         start = time.monotonic()
         stage(main, *argv)
         times[name] = times.get(name, 0.0) + time.monotonic() - start
@@ -78,6 +82,8 @@ def run_seed(seed: int, args, work: Path, sources: dict[str, str], target: str) 
           "--out", work / "wrpo_split", "--seed", seed)
     timed("sft", cli.sft_main, "--mode", "fusechat3", "--model", target, "--data", work / "wrpo_split/sft.jsonl",
           "--out", work / "wrpo_sft", "--learning-rate", 2e-5, "--epochs", 2, *train_flags)
+    if not (work / "wrpo_sft/config.json").is_file():
+        raise SystemExit(f"seed {seed}: no WRPO SFT set, so no target-SFT model to sample")
     timed("decode", cli.decode_main, "--model", work / "wrpo_sft", "--source", "target-SFT", "--prompts",
           work / "wrpo_split/wrpo_prompts.jsonl", "--seeds", seeds, "--out", work / "samples/target-SFT.jsonl",
           *sampling)
@@ -97,6 +103,9 @@ def run_seed(seed: int, args, work: Path, sources: dict[str, str], target: str) 
     start = time.monotonic()
     for name, folder in (("before", target), ("SFT", work / "sft"), ("SFT+DPO", work / "dpo"),
                          ("WRPO (SFT on 1/3)", work / "wrpo_sft"), ("WRPO", work / "wrpo")):
+        if not Path(folder, "config.json").is_file():
+            results[name] = {"accuracy": math.nan, "reply_ce": math.nan}
+            continue
         results[name] = evaluate_model(str(folder), held, gold, max_new_tokens=args.max_tokens,
                                        answer_rule="boxed-or-last-number")
     times["evaluate"] = time.monotonic() - start
