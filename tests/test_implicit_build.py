@@ -209,3 +209,26 @@ def test_wrpo_source_response_of_math_is_the_best_correct_one(tmp_path, capsys):
     assert row["chosen_source"][0]["content"] == "A-m-2" and row["scores"] == {"ws": 0.7, "wt": 0.2, "l": 0.1}
     report = json.loads((tmp_path / "out/report.json").read_text())
     assert report["dropped"] == {"no scored (for math and code: correct) source response": ["n"]}
+
+
+def test_convert_released_data_and_sharegpt(tmp_path, capsys):
+    from fusechat.implicit.cli import convert_main
+
+    dpo = [{"prompt": "Hi?", "chosen": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello!"}],
+            "rejected": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "No."}]}]
+    (tmp_path / "dpo.json").write_text(json.dumps(dpo))
+    assert run_cli(convert_main, ["--to", "imf", str(tmp_path / "dpo.json"), str(tmp_path / "dpo.jsonl")]) == 0
+    assert read_jsonl(tmp_path / "dpo.jsonl") == [
+        {"prompt_id": "0", "domain": "if", "prompt": [{"role": "user", "content": "Hi?"}],
+         "chosen": [{"role": "assistant", "content": "Hello!"}], "rejected": [{"role": "assistant", "content": "No."}],
+         "source": None, "score_chosen": None, "score_rejected": None}]
+    sft_rows = [sft("a", "A", 0, 0.5)]
+    write_jsonl(tmp_path / "sft.jsonl", sft_rows)
+    assert run_cli(convert_main, ["--to", "sharegpt", str(tmp_path / "sft.jsonl"), str(tmp_path / "s.json")]) == 0
+    assert json.loads((tmp_path / "s.json").read_text()) == [
+        {"id": "a", "conversations": [{"from": "human", "value": "question a"}, {"from": "gpt", "value": "A-a-0"}]}]
+    (tmp_path / "odd.json").write_text(json.dumps([{"instruction": "x", "output": "y"}]))
+    status = run_cli(convert_main, ["--to", "imf", str(tmp_path / "odd.json"), str(tmp_path / "o.jsonl")], prog="c")
+    err = capsys.readouterr().err
+    assert status == 2 and "unknown row shape (fields ['instruction', 'output'])" in err
+    assert not (tmp_path / "o.jsonl").exists()
