@@ -62,9 +62,12 @@ def read_scored_sources(paths: str, prompts: list[dict]) -> dict[str, list[dict]
     for path in split_paths(paths):
         rows = read_samples(path, prompts, scored=True)
         source = sources_of(rows, path)
-        if source in scored:
-            raise InputError(f"--scored: source {source!r} is given twice ({path})")
-        scored[source] = rows
+        if source in scored:  # one source sampled per domain (e.g. N = 5 for if, 8 for code): disjoint prompts
+            overlap = {r["prompt_id"] for r in scored[source]} & {r["prompt_id"] for r in rows}
+            if overlap:
+                raise InputError(f"--scored {path}: source {source!r} already has prompt_id {sorted(overlap)[0]!r} "
+                                 "from another file")
+        scored[source] = scored.get(source, []) + rows
     if not scored:
         raise InputError("--scored: no score file given")
     return scored
