@@ -232,3 +232,16 @@ def test_convert_released_data_and_sharegpt(tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 2 and "unknown row shape (fields ['instruction', 'output'])" in err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_one_source_in_several_score_files(tmp_path, capsys):
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [prompt("a"), prompt("c", "code", reference={
+        "tests": "assert f() == 1", "entry_point": "f"})])
+    first = write_jsonl(tmp_path / "if.jsonl", [scored_row("a", "A", [0.5, 0.45])])
+    second = write_jsonl(tmp_path / "code.jsonl", [scored_row("c", "A", [0.1, 0.2, 0.3], [T, F, F])])
+    status, err = build(tmp_path, capsys, "--prompts", prompts, "--scored", f"{first},{second}", "--if-sft-share", "1")
+    assert status == 0, err
+    assert [r["prompt_id"] for r in read_jsonl(tmp_path / "out/sft.jsonl")] == ["a"]
+    assert [r["prompt_id"] for r in read_jsonl(tmp_path / "out/dpo.jsonl")] == ["c"]  # round(1 x 0.6) = 1
+    status, err = build(tmp_path, capsys, "--prompts", prompts, "--scored", f"{first},{first}", out="o2")
+    assert status == 2 and "source 'A' already has prompt_id 'a' from another file" in err
