@@ -150,10 +150,12 @@ def main(argv=None) -> None:
         sources[name] = (str(build_tiny_model(name)), conv_temp or None)
     work = Path(args.work)
     started = time.monotonic()
-    runs = [run_seed(int(seed), args, work / f"seed{seed}", sources, target) for seed in args.seeds.split(",")]
-    print_table(runs)
-    print(f"total {math.ceil((time.monotonic() - started) / 60)} min; sources: {', '.join(sources)}")
-    (work / "results.json").write_text(json.dumps(runs, indent=2) + "\n")
+    runs = []
+    for seed in args.seeds.split(","):  # the table so far after every seed
+        runs.append(run_seed(int(seed), args, work / f"seed{seed}", sources, target))
+        print_table(runs)
+        print(f"total {math.ceil((time.monotonic() - started) / 60)} min; sources: {', '.join(sources)}", flush=True)
+        (work / "results.json").write_text(json.dumps(runs, indent=2) + "\n")
     if not args.keep:
         for seed in args.seeds.split(","):
             shutil.rmtree(work / f"seed{seed}", ignore_errors=True)

@@ -66,7 +66,7 @@ MODELS_OUT="$WORK/$MODE"   # the trained targets of this mode
 
 if [[ "$MODE" == fusechat3 ]]; then
   step "$WORK/build" imf build --mode fusechat3 --prompts "$PROMPTS" --scored "$scored_list" --out "$WORK/build" \
-    --margin "$MARGIN" --seed "$SEED"
+    --margin="$MARGIN" --seed "$SEED"
   step "$MODELS_OUT/$target_name-SFT" imf sft --mode fusechat3 --model "$TARGET" --data "$WORK/build/sft.jsonl" \
     --out "$MODELS_OUT/$target_name-SFT" --learning-rate "$SFT_LR" "${train_flags[@]}"
   step "$MODELS_OUT/$target_name-SFT-DPO" imf dpo --model "$MODELS_OUT/$target_name-SFT" --data "$WORK/build/dpo.jsonl" \
