@@ -90,7 +90,7 @@ def run_seed(seed: int, args, work: Path, sources: dict[str, str], target: str) 
     timed("annotate", cli.annotate_main, "--prompts", work / "wrpo_split/wrpo_prompts.jsonl", "--samples",
           work / "samples/target-SFT.jsonl", "--out", work / "scored/target-SFT.jsonl", "--reward-model", "verdict",
           "--answer", "boxed-or-last-number")
-    timed("build", cli.build_main, "--mode", "wrpo", "--prompts", work / "wrpo_split/wrpo_prompts.jsonl",
+    timed("build", cli.build_main, "--mode", "wrpo", "--prompts", work / "prompts.jsonl",
           "--scored", scored_list, "--target-scored", work / "scored/target-SFT.jsonl", "--out", work / "wrpo_rows",
           "--seed", seed)
     timed("wrpo", cli.wrpo_main, "--model", work / "wrpo_sft", "--data", work / "wrpo_rows/wrpo.jsonl", "--out",

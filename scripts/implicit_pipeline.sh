@@ -77,7 +77,7 @@ else
   step "$MODELS_OUT/$target_name-SFT" imf sft --mode wrpo --model "$TARGET" --data "$WORK/wrpo_split/sft.jsonl" \
     --out "$MODELS_OUT/$target_name-SFT" --learning-rate "$SFT_LR" "${train_flags[@]}"
   sample_and_score "$MODELS_OUT/$target_name-SFT" "$target_name-SFT-wrpo" "$WORK/wrpo_split/wrpo_prompts.jsonl" "$TARGET_SEEDS"
-  step "$WORK/wrpo_rows" imf build --mode wrpo --prompts "$WORK/wrpo_split/wrpo_prompts.jsonl" \
+  step "$WORK/wrpo_rows" imf build --mode wrpo --prompts "$PROMPTS" \
     --scored "$scored_list" --target-scored "$WORK/scored/$target_name-SFT-wrpo.jsonl" --out "$WORK/wrpo_rows" --seed "$SEED"
   # A released WRPO YAML sets the loss and training settings; without one, the variables above do.
   settings=(--beta "$BETA" --alpha "$ALPHA" --learning-rate "$WRPO_LR" "${train_flags[@]}")

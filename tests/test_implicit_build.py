@@ -151,8 +151,8 @@ def test_wrpo_split_and_rows(tmp_path, capsys):
     # The target-SFT model's samples on two thirds: one all identical, one with tied scores.
     target = [scored_row("w2", "target", [0.1, 0.7, 0.3]), scored_row("w4", "target", [0.2, 0.2, 0.2]),
               scored_row("w5", "target", [0.4, 0.1], texts=["same", "same"])]
-    status, err = build(tmp_path, capsys, "--mode", "wrpo", "--prompts", write_jsonl(tmp_path / "wp.jsonl", prompts),
-                        "--scored", flags[3], "--target-scored", write_jsonl(tmp_path / "t.jsonl", target), out="rows")
+    status, err = build(tmp_path, capsys, "--mode", "wrpo", *flags, "--target-scored",
+                        write_jsonl(tmp_path / "t.jsonl", target), out="rows")
     assert status == 0, err
     assert read_jsonl(tmp_path / "rows/wrpo.jsonl") == [
         {"prompt_id": "w2", "prompt": [{"role": "user", "content": "question w2"}],
@@ -166,8 +166,7 @@ def test_wrpo_split_and_rows(tmp_path, capsys):
          "rejected": [{"role": "assistant", "content": "target-w4-0"}], "source_of_ws": "A",
          "scores": {"ws": 0.5, "wt": 0.2, "l": 0.2}}]
     report = json.loads((tmp_path / "rows/report.json").read_text())
-    assert report["dropped"] == {"all target samples identical": ["w5"],
-                                 "target not sampled": ["w0", "w1", "w3"]}
+    assert report["dropped"] == {"all target samples identical": ["w5"]}  # prompts not sampled are the SFT part
     assert report["counts"]["tied target scores (y_wt = y_l)"] == 1
 
 
@@ -201,7 +200,7 @@ def test_wrpo_source_response_of_math_is_the_best_correct_one(tmp_path, capsys):
     prompts = [prompt("m", "math", reference={"answer": "4"}), prompt("n", "math", reference={"answer": "4"})]
     rows = [scored_row("m", "A", [0.9, 0.5, 0.7], [F, T, T]), scored_row("n", "A", [0.9, 0.5], [F, F])]
     flags = files(tmp_path, prompts, rows)
-    target = [scored_row("m", "target", [0.1, 0.2], [F, T])]
+    target = [scored_row("m", "target", [0.1, 0.2], [F, T]), scored_row("n", "target", [0.1, 0.2], [F, T])]
     status, err = build(tmp_path, capsys, "--mode", "wrpo", *flags, "--target-scored",
                         write_jsonl(tmp_path / "t.jsonl", target))
     assert status == 0, err

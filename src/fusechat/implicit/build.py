@@ -245,20 +245,20 @@ def build_wrpo_split(prompts: list[dict], scored: dict[str, list[dict]], setting
 
 def build_wrpo_rows(prompts: list[dict], scored: dict[str, list[dict]], target_scored: list[dict],
                     settings: BuildSettings):
-    """``(wrpo_rows, report)``: y_ws = best source response; y_wt, y_l = best and worst target sample."""
+    """``(wrpo_rows, report)`` for the prompts of ``target_scored``: y_ws = best source response; y_wt, y_l =
+    best and worst target sample. ``prompts`` is the whole prompt set the source files were made from."""
     report = new_report()
     counts, dropped = report["counts"], report["dropped"]
     by_prompt = _scored_by_prompt(prompts, scored)
     target = {row["prompt_id"]: row for row in target_scored}
     rows = []
-    for prompt in prompts:
+    for prompt in prompts:  # the prompts the target-SFT model was sampled on (the split's two thirds)
         pid = prompt["prompt_id"]
+        if pid not in target:
+            continue
         ws = best_source_response(prompt, by_prompt.get(pid, []), settings, counts)
         if ws is None:
             dropped["no scored (for math and code: correct) source response"].append(pid)
-            continue
-        if pid not in target:
-            dropped["target not sampled"].append(pid)
             continue
         if len(set(target[pid]["responses"])) == 1:
             dropped["all target samples identical"].append(pid)

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Build the SFT and DPO sets (--mode fusechat3), or the WRPO split and rows (--mode wrpo), from "
         "scored samples."))
     p.add_argument("--mode", choices=("fusechat3", "wrpo"), default="fusechat3")
-    p.add_argument("--prompts", required=True, help="prompts.jsonl (wrpo rows: the wrpo_prompts.jsonl of the split)")
+    p.add_argument("--prompts", required=True, help="prompts.jsonl, the prompt set the score files were made from")
     p.add_argument("--scored", required=True, help="comma-separated scored/<source>.jsonl files, in source order")
     p.add_argument("--target-scored", default=None,
                    help="wrpo mode: the scored samples of the target-SFT model; builds wrpo.jsonl")
