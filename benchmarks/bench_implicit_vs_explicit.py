@@ -57,6 +57,9 @@ def run_seed(seed: int, args, work: Path, sources: dict[str, str], target: str) 
         if "--data" in argv and not read_jsonl(argv[argv.index("--data") + 1]):
             print(f"seed {seed}: {name}: no rows in {argv[argv.index('--data') + 1]}, skipped")
             return
+        out = Path(argv[argv.index("--out") + 1])
+        if out.exists():  # written atomically, so complete: a rerun on the same --work resumes
+            return
         start = time.monotonic()
         stage(main, *argv)
         times[name] = times.get(name, 0.0) + time.monotonic() - start
