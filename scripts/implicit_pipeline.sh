@@ -11,7 +11,7 @@
 # Settings (environment): WORK (outputs, default work/implicit), SEEDS, TARGET_SEEDS, TEMPERATURE,
 # TOP_P, TOP_K, REPETITION_PENALTY, MAX_TOKENS, BACKEND (hf|vllm), REWARD_MODEL (a folder, "verdict" or
 # "table:FILE"), ANSWER (boxed|boxed-or-last-number), MARGIN, SEED, SFT_LR, DPO_LR, WRPO_LR, BETA,
-# DPO_LOSS (sigmoid|sigmoid_norm), ALPHA, EPOCHS, BATCH_SIZE, GRAD_ACCUM, MAX_LENGTH, MAX_STEPS,
+# DPO_LOSS (sigmoid|sigmoid_norm), ALPHA, EPOCHS, BATCH_SIZE, GRAD_ACCUM, MAX_LENGTH, MAX_PROMPT_LENGTH, MAX_STEPS,
 # WRPO_CONFIG (a released WRPO YAML). Steps whose outputs exist are skipped; OVERWRITE=1 redoes them.
 set -euo pipefail
 
@@ -25,7 +25,8 @@ REPETITION_PENALTY="${REPETITION_PENALTY:-none}" MAX_TOKENS="${MAX_TOKENS:-4096}
 REWARD_MODEL="${REWARD_MODEL:-verdict}" ANSWER="${ANSWER:-boxed}" MARGIN="${MARGIN:-0.01,0.1}" SEED="${SEED:-42}"
 SFT_LR="${SFT_LR:-5e-6}" DPO_LR="${DPO_LR:-1e-6}" WRPO_LR="${WRPO_LR:-3e-7}" BETA="${BETA:-0.01}"
 DPO_LOSS="${DPO_LOSS:-sigmoid}" ALPHA="${ALPHA:-0.1}" EPOCHS="${EPOCHS:-1}" BATCH_SIZE="${BATCH_SIZE:-2}"
-GRAD_ACCUM="${GRAD_ACCUM:-1}" MAX_LENGTH="${MAX_LENGTH:-2048}" MAX_STEPS="${MAX_STEPS:--1}"
+GRAD_ACCUM="${GRAD_ACCUM:-1}" MAX_LENGTH="${MAX_LENGTH:-2048}" MAX_PROMPT_LENGTH="${MAX_PROMPT_LENGTH:-1800}"
+MAX_STEPS="${MAX_STEPS:--1}"
 WRPO_CONFIG="${WRPO_CONFIG:-}" OVERWRITE="${OVERWRITE:-0}"
 read -r -a SOURCE_LIST <<<"${SOURCES//,/ }"
 
@@ -80,7 +81,8 @@ else
   step "$WORK/wrpo_rows" imf build --mode wrpo --prompts "$PROMPTS" \
     --scored "$scored_list" --target-scored "$WORK/scored/$target_name-SFT-wrpo.jsonl" --out "$WORK/wrpo_rows" --seed "$SEED"
   # A released WRPO YAML sets the loss and training settings; without one, the variables above do.
-  settings=(--beta "$BETA" --alpha "$ALPHA" --learning-rate "$WRPO_LR" "${train_flags[@]}")
+  settings=(--beta "$BETA" --alpha "$ALPHA" --learning-rate "$WRPO_LR" --max-prompt-length "$MAX_PROMPT_LENGTH"
+            "${train_flags[@]}")
   [[ -n "$WRPO_CONFIG" ]] && settings=(--config "$WRPO_CONFIG")
   step "$MODELS_OUT/$target_name-SFT-WRPO" imf wrpo --model "$MODELS_OUT/$target_name-SFT" \
     --data "$WORK/wrpo_rows/wrpo.jsonl" --out "$MODELS_OUT/$target_name-SFT-WRPO" "${settings[@]}"

@@ -29,7 +29,8 @@ def test_pipeline_both_modes(tmp_path):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [prompt(f"p{i}", text=f"Tell me about {i}.") for i in range(6)])
     env = {"TARGET": build_tiny_model(PIVOT), "SOURCES": f"{build_tiny_model(PIVOT)} {build_tiny_model(SAME_VOCAB_SOURCE)}",
            "PROMPTS": prompts, "WORK": tmp_path / "work", "REWARD_MODEL": tiny_reward_model(tmp_path / "rm"),
-           "SEEDS": "1,2,3", "MAX_TOKENS": 6, "MARGIN": "-100,100", "MAX_STEPS": 1, "MAX_LENGTH": 64}
+           "SEEDS": "1,2,3", "MAX_TOKENS": 6, "MARGIN": "-100,100", "MAX_STEPS": 1, "MAX_LENGTH": 64,
+           "MAX_PROMPT_LENGTH": 48}
     done = run_pipeline({**env, "MODE": "fusechat3"}, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     work = tmp_path / "work"
