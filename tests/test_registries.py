@@ -5,12 +5,19 @@ import json
 import shutil
 
 import pytest
+import torch
+import yaml
 from datasets import load_from_disk
+from merge_fixtures import perturbed_copy
+from mergekit.merge_methods import BasePolicy, InputContract, TensorGroup, merge_method
+from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from fusechat import templates
 from fusechat.cli.get_data_representation import main as get_data_representation
 from fusechat.eval.generate import resolve_prompt_format
+from fusechat.merge import cli as merge_cli
+from fusechat.merge import registry
 from fusechat.templates import EOS, ChatTemplate, ModelFamily, register_family, register_template
 
 CONVERSATION = [{"id": "r1", "conversations": [{"from": "human", "value": "Hi there"},
@@ -82,3 +89,37 @@ def test_a_family_template_serves_a_tokenizer_without_one(registries, tmp_path, 
 def test_a_family_names_a_known_template(registries):
     with pytest.raises(Exception, match="unknown conversation template 'nope'"):
         register_family(ModelFamily("bad", lambda names, vocab: False, template="nope"))
+
+
+# ---- a merge method: the pivot plus a scaled sum of the targets' changes; its prepare hook sets the
+# scale to 1 / (number of targets), so the merge is the targets' mean.
+
+@merge_method(name="toy_mean_of_changes", contract=InputContract(base=BasePolicy.REQUIRED))
+def toy_mean_of_changes(group: TensorGroup, scale: float = 1.0) -> torch.Tensor:
+    base = group.base.tensor
+    return base + scale * sum(entry.tensor - base for entry in group.non_base)
+
+
+def one_over_targets(config, config_file, options):
+    targets = [entry for entry in config.models if entry.model != config.base_model]
+    config.parameters = dict(config.parameters or {}, scale=1.0 / len(targets))
+
+
+@pytest.mark.slow
+def test_a_new_merge_method_is_one_entry(tmp_path, pivot_path, capsys):
+    entry = registry.register_merge_method(registry.MergeMethodEntry(toy_mean_of_changes, prepare=one_over_targets))
+    try:
+        targets = [perturbed_copy(pivot_path, tmp_path / f"t{i}", seed=i, scale=0.05) for i in range(3)]
+        config = tmp_path / "toy.yml"
+        config.write_text(yaml.safe_dump({
+            "merge_method": entry.name, "base_model": str(pivot_path), "dtype": "float32",
+            "models": [{"model": str(pivot_path)}] + [{"model": str(t)} for t in targets]}))
+        merge_cli.main([str(config), str(tmp_path / "merged")])
+    finally:
+        del registry.METHODS[entry.name]
+    merged = load_file(tmp_path / "merged" / "model.safetensors")
+    states = [load_file(t / "model.safetensors") for t in targets]
+    assert set(merged) == set(states[0])
+    for name, tensor in merged.items():
+        mean = sum(state[name].double() for state in states) / 3
+        torch.testing.assert_close(tensor.double(), mean, rtol=0, atol=1e-6)
