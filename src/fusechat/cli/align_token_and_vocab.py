@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import fields
 
-from ..alignment.aligned_sets import (MapSettings, TokenizerSpec, distribution_pass, load_aligner, load_pairs,
-                                      save_token_pass, token_pass, token_pass_done)
-from ..alignment.vocab_mapping import check_align_type, vocabulary_of
-from ..errors import InputError
-from ..schema import INDICES, LOGITS, METRIC_CE, PER_STEP_METRIC_CE, index_dtype_for
-from ..storage import check_set_output, save_train_split, scratch_dir, split_paths
+from ..alignment.aligned_sets import TokenizerSpec
+from ..alignment.stage import AlignStage, align_stage
+from ..alignment.vocab_mapping import check_align_type
+from ..errors import InputError, run_cli
+from ..storage import check_set_output
 
 logger = logging.getLogger("align_token_and_vocab")
 
@@ -72,40 +72,20 @@ def check_flags(args) -> None:
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     check_flags(args)
-    base, blending = (TokenizerSpec(getattr(args, f"{side}_model_name_or_path"), getattr(args, f"{side}_use_fast"),
-                                    getattr(args, f"{side}_trust_remote_code"), args.cache_dir)
-                      for side in ("base", "blending"))
-    base_vocab, blending_vocab = vocabulary_of(base.load()), vocabulary_of(blending.load())
-    first_output = (args.aligned_dataset_save_dir or args.blending_to_base_file or args.token_alignment_matrix_file
-                    or args.aligned_dataset_tknz_save_dir or ".")
-    token_files = (args.token_alignment_matrix_file, args.blending_to_base_file, args.aligned_dataset_tknz_save_dir)
     # The token pass writes --aligned_dataset_tknz_save_dir; the distribution pass only reads it.
     outputs = ["aligned_dataset_save_dir"] + ["aligned_dataset_tknz_save_dir"] * args.do_token_alignment
     for flag in outputs:
         check_set_output(getattr(args, flag), f"--{flag}", args.base_dataset_dir, args.blending_dataset_dir)
-    with scratch_dir(first_output) as scratch:
-        settings = MapSettings(args.batch_size, args.preprocessing_num_workers, scratch)
-        if args.do_token_alignment and token_pass_done(*token_files):
-            logger.info("reusing %s", ", ".join(f for f in token_files if f))
-        elif args.do_token_alignment:
-            pairs = load_pairs(args.base_dataset_dir, args.blending_dataset_dir, ["input_ids"], ["input_ids"],
-                               "dataset", args.dataset_sample_prop)
-            matrix, tokenized = token_pass(pairs, base, blending, base_vocab, blending_vocab, settings)
-            save_token_pass(args.align_type, matrix, tokenized, base_vocab, blending_vocab, *token_files)
-        if args.do_distribution_alignment:
-            aligner = None if args.not_align else load_aligner(
-                args.align_type, base_vocab, blending_vocab, args.blending_to_base_file,
-                args.use_token_alignment_matrix, args.token_alignment_matrix_file)
-            columns = ["input_ids", LOGITS, INDICES, METRIC_CE]
-            pairs = load_pairs(args.base_dataset_dir, args.blending_dataset_dir, columns,
-                               columns + [PER_STEP_METRIC_CE] * (args.metric_level == "token"),
-                               "representation set", args.dataset_sample_prop)
-            if len(pairs) != 1:
-                raise InputError(f"--do_distribution_alignment aligns one split at a time; got {len(pairs)} sets")
-            index_dtype = index_dtype_for(blending_vocab.size if args.not_align else base_vocab.size)
-            aligned, share = distribution_pass(pairs[0], aligner, base, blending, args.metric_level, index_dtype,
-                                               settings, args.aligned_dataset_tknz_save_dir)
-            print(f"align_token_and_vocab: the source's distribution is kept at {100 * share:.1f}% of pivot "
-                  f"positions (the rest ONE-HOT or EMPTY), align type {args.align_type}")
-            save_train_split(aligned, args.aligned_dataset_save_dir, ids_from=split_paths(args.base_dataset_dir),
-                             kind="aligned")
+    base, blending = (TokenizerSpec(getattr(args, f"{side}_model_name_or_path"), getattr(args, f"{side}_use_fast"),
+                                    getattr(args, f"{side}_trust_remote_code"), args.cache_dir)
+                      for side in ("base", "blending"))
+    flags = {f.name: getattr(args, f.name) for f in fields(AlignStage) if f.name not in ("base", "blending")}
+    share = align_stage(AlignStage(base, blending, **flags))
+    if share is not None:
+        print(f"align_token_and_vocab: the source's distribution is kept at {100 * share:.1f}% of pivot "
+              f"positions (the rest ONE-HOT or EMPTY), align type {args.align_type}")
+
+
+def cli(argv=None) -> int:
+    """Entry point of FuseChat/train/align_token_and_vocab.py and fusechat-align-token-and-vocab."""
+    return run_cli(main, argv, prog="align_token_and_vocab.py")
