@@ -114,7 +114,7 @@ def test_a_new_merge_method_is_one_entry(tmp_path, pivot_path, capsys):
         config.write_text(yaml.safe_dump({
             "merge_method": entry.name, "base_model": str(pivot_path), "dtype": "float32",
             "models": [{"model": str(pivot_path)}] + [{"model": str(t)} for t in targets]}))
-        merge_cli.main([str(config), str(tmp_path / "merged")])
+        assert merge_cli.cli([str(config), str(tmp_path / "merged")]) == 0
     finally:
         del registry.METHODS[entry.name]
     merged = load_file(tmp_path / "merged" / "model.safetensors")

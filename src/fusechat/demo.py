@@ -19,7 +19,6 @@ import argparse
 import csv
 import json
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -283,5 +282,10 @@ def main(argv: list[str] | None = None) -> None:
         print(format_summary(summary, answer, heldout))
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """Entry point of python -m fusechat.demo (the drivers' helper)."""
+    return run_cli(main, argv, prog="python -m fusechat.demo")
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, sys.argv[1:]))
+    raise SystemExit(cli())

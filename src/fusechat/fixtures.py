@@ -400,11 +400,9 @@ def main(argv: list[str] | None = None) -> None:
         print(build_tiny_model(name, Path(args.out) / name))
 
 
-def cli() -> int:
+def cli(argv: list[str] | None = None) -> int:
     """Entry point of fusechat-fixtures: bad input (a missing wheel, an unknown name) is one clear line."""
-    import sys
-
-    return run_cli(main, sys.argv[1:], prog="fusechat-fixtures")
+    return run_cli(main, argv, prog="fusechat-fixtures")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ teacher's own reply CE (in its own tokens).
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -205,5 +204,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{label}: reply CE {m['reply_ce']:.4f}, CE against the teacher {teacher}")
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """Entry point of python -m fusechat.heldout (the drivers' helper)."""
+    return run_cli(main, argv, prog="python -m fusechat.heldout")
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, sys.argv[1:]))
+    raise SystemExit(cli())

@@ -1,6 +1,7 @@
 """Command lines of the FuseLLM data stages (DESIGN.md 12.1-12.5), with the released flags.
 
-The scripts ``FuseLLM/src/utils/<stage>.py`` run these through ``fusechat.errors.run_cli``. Flags
+Per stage: a parser, ``<stage>_main(argv)`` (parse, check, call the library) and ``<stage>_cli``, the
+entry point of ``FuseLLM/src/utils/<stage>.py`` and of the console script ``fusellm-<stage>``. Flags
 the released scripts take but that change nothing here are accepted and say so in their help.
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import InputError
+from ..errors import InputError, run_cli
 from ..storage import check_output_dir, check_writable
 
 
@@ -166,3 +167,25 @@ def packing_main(argv=None) -> None:
     check_output_dir(args.dataset_save_dir, "--dataset_save_dir", [args.dataset_dir])
     pack_dataset_dict(args.dataset_dir, args.dataset_save_dir, args.model_max_length,
                       args.preprocessing_num_workers, args.batch_size, args.fiter_nan, args.metric_level)
+
+
+# --- entry points -----------------------------------------------------------------------------
+
+def split_long_text_cli(argv=None) -> int:
+    return run_cli(split_long_text_main, argv, prog="split_long_text.py")
+
+
+def forward_for_logits_cli(argv=None) -> int:
+    return run_cli(forward_for_logits_main, argv, prog="forward_for_logits.py")
+
+
+def vocab_mapping_cli(argv=None) -> int:
+    return run_cli(vocab_mapping_main, argv, prog="vocab_mapping.py")
+
+
+def token_alignment_cli(argv=None) -> int:
+    return run_cli(token_alignment_main, argv, prog="token_alignment.py")
+
+
+def packing_cli(argv=None) -> int:
+    return run_cli(packing_main, argv, prog="packing.py")

@@ -11,7 +11,6 @@ current pivot token, not EMPTY). Per teacher: how many packed training rows it w
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -124,5 +123,10 @@ def main(argv: list[str] | None = None) -> None:
     print(format_summary(result))
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """Entry point of python -m fusechat.fusellm.demo (the drivers' helper)."""
+    return run_cli(main, argv, prog="python -m fusechat.fusellm.demo")
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, sys.argv[1:]))
+    raise SystemExit(cli())

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,6 +188,5 @@ def run_record(args, trainer) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
-                        stream=sys.stderr)
+    """Entry point of FuseLLM/src/train.py and fusellm-train."""
     return run_cli(main, argv, prog="train.py")
