@@ -28,6 +28,7 @@ from ..training.datasets import ArrowRows, check_rows
 from ..training.checkpoints import save_final
 from .collator import DistillCollator
 from .distill import PIVOT, teacher_columns, teacher_name
+from .schedule import released_update_steps
 from .train_arguments import parse_args
 from .trainer import DistillTrainer
 
@@ -148,6 +149,12 @@ def main(argv: list[str] | None = None):
                          f"but the config says {vocab_size}")
     model.config.use_cache = False
     model.generation_config.update(**{k: v for k, v in vars(generation_args).items() if v is not None})
+    if train_set is not None and args.max_steps <= 0:
+        # The release's step count (12.6.5); it also sets S of the schedule.
+        args.max_steps = released_update_steps(len(train_set), args.world_size, args.per_device_train_batch_size,
+                                               args.gradient_accumulation_steps, args.num_train_epochs)
+        logger.info("%d optimizer steps, as the release counts them (per-rank batches // accumulation)",
+                    args.max_steps)
     collator = DistillCollator(tokenizer.pad_token_id, args.model_max_length, args.fusion_mode,
                                args.candidates, args.distill_teacher_temperature)
     trainer = DistillTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
