@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..modeling import keep_legacy_flag
+from ..storage import keep_umask
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
@@ -72,4 +73,5 @@ def save_final(trainer, output_dir: str) -> None:
                 shutil.rmtree(target, ignore_errors=True)
             os.replace(path, target)
         staging.rmdir()
+        keep_umask(output_dir)  # the weights are saved 0600 through a private temporary file
     trainer.accelerator.wait_for_everyone()
