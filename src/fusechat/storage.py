@@ -294,6 +294,36 @@ def build_lock(final_path: str | os.PathLike) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def sole_writer(final_path: str | os.PathLike, flag: str) -> Iterator[None]:
+    """Refuse a second run writing ``final_path`` while one runs (their records would be doubled);
+    taken before the run reads what is already done."""
+    import fcntl
+
+    final = Path(final_path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock = final.with_name(f".{final.name}.lock")
+    while True:
+        handle = open(lock, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise InputError(f"{flag} {final} is being written by another run right now; wait for it to finish "
+                             "(a later run resumes where it stopped)") from None
+        try:  # the lock file may have been removed by the run that held it: lock the current one
+            if os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # removed while still held, so no run locks a stale file
+        handle.close()
+
+
 def build_once(final_path: str | os.PathLike, is_built: Callable[[], bool], build: Callable[[], object]) -> Path:
     """Run ``build`` unless ``is_built()``; concurrent callers take turns under :func:`build_lock`."""
     if not is_built():
