@@ -27,8 +27,8 @@ from .errors import InputError
 logger = logging.getLogger(__name__)
 RECORD_FILE = "fusechat_provenance.json"
 ACCEPT_FLAG = "--accept_sets_without_provenance"
-ACCEPT_HELP = ("use sets that carry no provenance record (fusechat_provenance.json) as they are; without it they "
-               "are refused, since what tokenizer and settings made them cannot be checked")
+ACCEPT_HELP = ("use sets (and matrix or mapping files) that carry no provenance record as they are; without it "
+               "they are refused, since the tokenizer and settings that made them cannot be checked")
 # Encoded with special tokens: catches normalisation, BOS/EOS and pre-tokenizer differences that
 # a vocabulary alone would not show.
 PROBE_TEXT = "Hello, world! 12345  tabs\tand\nnewlines; ünïcödé 你好 🙂"
@@ -85,6 +85,31 @@ def fusellm_record(tokenizer, tokenizer_path: str, model_max_length: int, inputs
 def sets_record(paths: list[str]) -> dict:
     """What a matrix or mapping file was made from: the records of its sets, by fingerprint."""
     return {"kind": "sets", "sets": [_digest(read_record(p)) for p in paths]}
+
+
+def token_pass_record(base_tokenizer, blending_tokenizer, set_paths: list[str]) -> dict:
+    """What the token pass's matrix, mapping and token alignments are made from: both tokenizers and
+    the sets (by their records)."""
+    return {"kind": "token_pass", "base_tokenizer": tokenizer_fingerprint(base_tokenizer)["fingerprint"],
+            "blending_tokenizer": tokenizer_fingerprint(blending_tokenizer)["fingerprint"],
+            "sets": [_digest(read_record(p)) for p in set_paths]}
+
+
+REUSE_NAMES = {"base_tokenizer": "base tokenizer", "blending_tokenizer": "blending tokenizer",
+               "sets": "sets", "align_type": "--align_type"}
+
+
+def check_made_from(path: str | os.PathLike, expected: dict, flag: str, accept: bool = False,
+                    keys: tuple[str, ...] | None = None) -> None:
+    """An existing matrix, mapping or set of token alignments may be reused only when its record
+    matches this run in ``keys`` (all of ``expected`` by default)."""
+    found = required_record(path, flag, accept)
+    if found is None:
+        return
+    differ = [REUSE_NAMES.get(k, k) for k in (keys or tuple(expected)) if found.get(k) != expected.get(k)]
+    if differ:
+        raise InputError(f"{flag} {path} was made from another {' and '.join(differ)} than this run's; remove it or "
+                         "give another path to make it again")
 
 
 def derived_record(record: dict | None, kind: str, inputs: list[str]) -> dict | None:
