@@ -137,6 +137,7 @@ def pack_dataset_dict(dataset_dir: str, save_dir: str, block_size: int, num_work
     ``save_dir``; ``filter_nan`` drops the rows with a NaN metric first."""
     from datasets import DatasetDict
 
+    from ..provenance import derived_record, read_record
     from ..storage import save_dataset_atomic, scratch_dir
     from .common import load_dataset_dict
     from .token_alignment import check_metric_level
@@ -154,4 +155,5 @@ def pack_dataset_dict(dataset_dir: str, save_dir: str, block_size: int, num_work
             result[split] = pack_dataset(dataset, block_size, num_workers, batch_size, scratch / f"{split}.arrow",
                                          where=f"{dataset_dir} split {split!r}")
             logger.info("split %s: %d rows -> %d packed rows", split, len(dataset), len(result[split]))
-        save_dataset_atomic(DatasetDict(result), save_dir)
+        record = derived_record(read_record(dataset_dir), "fusellm_packed", [dataset_dir])
+        save_dataset_atomic(DatasetDict(result), save_dir, provenance=record)

@@ -49,7 +49,7 @@ def split_dataset(dataset, tokenizers, block_size: int, num_proc: int | None = N
 
 def split_long_texts(dataset_dir: str, save_dir: str, model_paths: list[str], block_size: int,
                      cache_dir: str | None = None, sample_prop: float | None = None,
-                     num_proc: int | None = None) -> None:
+                     num_proc: int | None = None, record: dict | None = None) -> None:
     """split_long_text.py: every split of the DatasetDict at ``dataset_dir`` cut for the tokenizers of
     ``model_paths`` (base, blending, another blending), saved at ``save_dir``."""
     from datasets import DatasetDict
@@ -68,4 +68,4 @@ def split_long_texts(dataset_dir: str, save_dir: str, model_paths: list[str], bl
         dataset = first_rows(dataset, sample_prop)
         result[split] = split_dataset(dataset, tokenizers, block_size, num_proc)
         logger.info("split %s: %d rows -> %d rows", split, len(dataset), len(result[split]))
-    save_dataset_atomic(DatasetDict(result), save_dir)
+    save_dataset_atomic(DatasetDict(result), save_dir, provenance=record)
