@@ -71,7 +71,6 @@ def forward_for_logits_parser() -> argparse.ArgumentParser:
     p.add_argument("--top_k_logits", type=int, default=10)
     p.add_argument("--save_per_token_metric", action="store_true")
     p.add_argument("--no_assert", action="store_true", help="keep NaN rows (packing.py --fiter_nan drops them)")
-    add_accept_flag(p)
     return p
 
 
@@ -83,7 +82,6 @@ def forward_for_logits_main(argv=None) -> None:
     if args.training_mode != "full":
         raise InputError(f"--training_mode {args.training_mode!r}: only 'full' is offered (the release uses it)")
     check_output_dir(args.dataset_save_dir, "--dataset_save_dir", [args.dataset, args.model_name_or_path])
-    check_recorded([args.dataset], "--dataset", args.accept_sets_without_provenance)
     options = CaptureOptions(top_k=args.top_k_logits, batch_size=args.batch_size,
                              per_token_metric=args.save_per_token_metric, no_assert=args.no_assert)
     forward_for_logits(args.dataset, args.dataset_save_dir, args.model_name_or_path, args.model_max_length, options,
