@@ -179,8 +179,8 @@ def test_a_truncated_count_matrix_is_named(rep_sets, tmp_path, capsys, pivot_pat
 
 def test_fuse_multi_with_sets_of_different_row_counts_names_them(tmp_path, capsys, openchat_tokenizer):
     first, second = tmp_path / "first", tmp_path / "second"
-    save_set(aligned_rows(openchat_tokenizer, count=6, seed=1), first)
-    save_set(aligned_rows(openchat_tokenizer, count=4, seed=2), second)
+    save_set(aligned_rows(openchat_tokenizer, count=6, seed=1), first, tokenizer=openchat_tokenizer)
+    save_set(aligned_rows(openchat_tokenizer, count=4, seed=2), second, tokenizer=openchat_tokenizer)
     before = snapshot(tmp_path)
     code, err = run_script(capsys, fuse_multi.main, ["--dataset_dir", f"{first},{second}", "--dataset_save_dir",
                                                      tmp_path / "fused"])

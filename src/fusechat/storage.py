@@ -251,7 +251,8 @@ def scratch_dir(final_path: str | os.PathLike, kind: str = "scratch") -> Iterato
     tmp = Path(tempfile.mkdtemp(prefix=_sibling_prefix(final, kind), dir=final.parent))
     _apply_umask(tmp, 0o777)
     try:
-        yield tmp
+        with disk_full_is_input_error(final):
+            yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -419,6 +420,8 @@ def load_dataset_dir(path: str | os.PathLike, what: str = "dataset"):
         return load_from_disk(str(p))
     except FileNotFoundError as exc:
         raise InputError(f"{what} at {p} is not a saved dataset ({exc})") from exc
+    except (OSError, ValueError) as exc:  # pyarrow: a truncated data-*.arrow ("Expected to be able to read")
+        raise InputError(f"{what} at {p} is damaged ({str(exc).splitlines()[0]}); make it again") from None
 
 
 def split_paths(paths: str) -> list[str]:
