@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None):
                          accept=data_args.accept_sets_without_provenance)
     if args.resume_from_checkpoint:
         check_resume_checkpoint(args.resume_from_checkpoint)
+    checkpoint = args.resume_from_checkpoint or latest_complete_checkpoint(args.output_dir)
     # All data checks happen here, before the model is loaded.
     vocab_size = config.get_text_config().vocab_size
     train_set, eval_set = build_sets(data_args, args, tokenizer, vocab_size, separator)
@@ -74,9 +75,6 @@ def main(argv: list[str] | None = None):
     trainer = trainer_class(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                             data_collator=collator, processing_class=tokenizer)
 
-    checkpoint = args.resume_from_checkpoint
-    if checkpoint is None:
-        checkpoint = latest_complete_checkpoint(args.output_dir)
     if checkpoint:
         logger.info("resuming from %s", checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
