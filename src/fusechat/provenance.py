@@ -108,8 +108,8 @@ def check_made_from(path: str | os.PathLike, expected: dict, flag: str, accept: 
         return
     differ = [REUSE_NAMES.get(k, k) for k in (keys or tuple(expected)) if found.get(k) != expected.get(k)]
     if differ:
-        raise InputError(f"{flag} {path} was made from another {' and '.join(differ)} than this run's; remove it or "
-                         "give another path to make it again")
+        raise InputError(f"{flag} {path} was made for another run (its {' and '.join(differ)} differ from this "
+                         "run's); remove it or give another path to make it again")
 
 
 def derived_record(record: dict | None, kind: str, inputs: list[str]) -> dict | None:

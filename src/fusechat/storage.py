@@ -302,6 +302,7 @@ def sole_writer(final_path: str | os.PathLike, flag: str) -> Iterator[None]:
     import fcntl
 
     final = Path(final_path)
+    created = [p for p in (final.parent, *final.parent.parents) if not p.exists()]
     final.parent.mkdir(parents=True, exist_ok=True)
     lock = final.with_name(f".{final.name}.lock")
     while True:
@@ -323,6 +324,9 @@ def sole_writer(final_path: str | os.PathLike, flag: str) -> Iterator[None]:
     finally:
         lock.unlink(missing_ok=True)  # removed while still held, so no run locks a stale file
         handle.close()
+        for folder in created:  # a run that wrote nothing leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def build_once(final_path: str | os.PathLike, is_built: Callable[[], bool], build: Callable[[], object]) -> Path:
