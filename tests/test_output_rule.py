@@ -17,7 +17,7 @@ import pytest
 from bad_input_common import assert_one_error, run_script, snapshot, umask, user_folder, write_corpus
 from driver_stubs import project, run as run_driver  # noqa: F401
 from fusechat import provenance
-from fusechat.cli import align_token_and_vocab, filter_nan, fuse_multi, get_data_representation
+from fusechat.cli import align_token_and_vocab, filter_nan, fuse_multi, get_data_representation, replace_model
 from fusechat.eval import cli as eval_cli
 from fusechat.fusellm import cli as fusellm_cli
 from fusechat.fusellm import train as fusellm_train
@@ -162,6 +162,25 @@ def test_an_infinite_fused_metric_is_refused_by_every_stage(capsys, tmp_path, op
     err = refused(capsys, train.main, command(pivot_path, data, tmp_path / "out"), f"{data}", tmp_path,
                   prog="train.py")
     assert f"fused_metric_ce is {shown}" in err
+
+
+def test_an_infinite_metric_of_a_source_is_refused_by_replace_model(capsys, tmp_path, openchat_tokenizer):
+    data = metric_set(openchat_tokenizer, tmp_path / "source", "metric_ce", float("-inf"))
+    pivot = save_set(aligned_rows(openchat_tokenizer, count=4), tmp_path / "pivot", tokenizer=openchat_tokenizer)
+    refused(capsys, replace_model.main, ["--dataset_dir", pivot, "--replace_dataset_dir", data, "--dataset_save_dir",
+                                         tmp_path / "r"],
+            f"{data}: row 1: metric_ce is -inf (1 such rows); a metric is a finite cross-entropy", tmp_path)
+
+
+def test_an_infinite_metric_is_refused_by_fusellm_train(capsys, tmp_path, pivot_path):
+    from test_fusellm_train import command as fusellm_command, packed_rows, save_packed
+
+    rows = packed_rows(4, seed=1)
+    rows[1]["metric_ce_aligned_0"] = float("-inf")
+    data = save_packed(tmp_path / "packed", rows, packed_rows(2, seed=2))
+    err = refused(capsys, fusellm_train.main, fusellm_command(pivot_path, data, tmp_path / "out"),
+                  f"{data} [train]: row 1: metric_ce_aligned_0 is -inf", tmp_path)
+    assert not (tmp_path / "out").exists(), err
 
 
 def test_a_metric_stored_as_strings_is_named(capsys, tmp_path, openchat_tokenizer):
@@ -484,3 +503,15 @@ def test_a_driver_stops_when_a_setting_changed_instead_of_skipping(project, tmp_
     result = run_driver("get_representation.sh", project["env"])
     assert result.returncode == 0 and "skipped" in result.stdout, result.stderr
 
+
+
+def test_a_tokenizer_json_without_its_vocabulary_is_named(work, capsys, tmp_path):
+    model = shutil.copytree(work["pivot"], tmp_path / "novocab")
+    tokenizer = json.loads((model / "tokenizer.json").read_text())
+    tokenizer["model"]["vocab"] = {}
+    (model / "tokenizer.json").write_text(json.dumps(tokenizer))
+    refused(capsys, fusellm_cli.vocab_mapping_main, [
+        "--base_model_name_or_path", work["pivot"], "--blending_model_name_or_path", model,
+        "--vocab_mapping_save_dir", tmp_path / "map.json"],
+        f"{model}: cannot load the tokenizer: damaged tokenizer.json (Token `▁` out of vocabulary", tmp_path,
+        work["root"])

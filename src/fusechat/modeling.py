@@ -62,9 +62,11 @@ def from_pretrained(loader, path: str, what: str, **kwargs):
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: cannot load the {what} (is it a complete model folder?): {reason}") from exc
     except Exception as exc:  # safetensors' SafetensorError (truncated weights) derives from Exception
-        if type(exc).__name__ != "SafetensorError":
-            raise
-        raise InputError(f"{path}: cannot load the {what}: damaged weights file ({exc})") from exc
+        if type(exc).__name__ == "SafetensorError":
+            raise InputError(f"{path}: cannot load the {what}: damaged weights file ({exc})") from exc
+        if type(exc) is Exception:  # the tokenizers library's errors (a tokenizer.json without its vocabulary)
+            raise InputError(f"{path}: cannot load the {what}: damaged tokenizer.json ({exc})") from exc
+        raise
 
 
 def attention_implementation(flash_attn: bool) -> str:
