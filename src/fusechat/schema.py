@@ -99,3 +99,21 @@ def check_same_conversations(left, right, left_name: str, right_name: str, compa
             raise InputError(
                 f"row {row} (id {rid!r}): input_ids differ between {left_name} and {right_name}; sets of a "
                 "shared vocabulary tokenize alike (a different vocabulary needs align_token_and_vocab)")
+
+
+def metric_array(column, name: str, where: str):
+    """A metric column (an Arrow array) as float64 numbers: NaN marks a failed row (filter_nan and
+    --fiter_nan drop those); a column of other types or an infinity is refused (the MinCE choice
+    would be forced to that row's source)."""
+    import numpy as np
+    import pyarrow as pa
+
+    if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type) or pa.types.is_null(column.type)):
+        raise InputError(f"{where}: {name} holds {column.type} values, not numbers")
+    values = np.asarray(column.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
+    infinite = np.flatnonzero(np.isinf(values))
+    if len(infinite):
+        row = int(infinite[0])
+        raise InputError(f"{where}: row {row}: {name} is {values[row]} ({len(infinite)} such rows); a metric is a "
+                         "finite cross-entropy")
+    return values

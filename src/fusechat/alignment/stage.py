@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import InputError
+from ..provenance import check_made_from
 from ..schema import INDICES, LOGITS, METRIC_CE, PER_STEP_METRIC_CE, index_dtype_for
 from ..storage import save_train_split, scratch_dir, split_paths
 from .aligned_sets import (MapSettings, TokenizerSpec, distribution_pass, load_aligner, load_pairs, save_token_pass,
@@ -39,11 +41,26 @@ class AlignStage:
     dataset_sample_prop: float | None = None
     batch_size: int = 100
     preprocessing_num_workers: int = 1
+    accept_sets_without_provenance: bool = False
 
 
-def align_stage(stage: AlignStage) -> float | None:
+def check_token_files(stage: AlignStage, record: dict, keys: tuple[str, ...]) -> None:
+    """The token pass's existing files were made for this run (``keys`` of its record)."""
+    accept = stage.accept_sets_without_provenance
+    for flag in ("token_alignment_matrix_file", "aligned_dataset_tknz_save_dir"):
+        path = getattr(stage, flag)
+        if path and Path(path).exists():
+            check_made_from(path, record, f"--{flag}", accept, keys)
+    mapping = stage.blending_to_base_file
+    if mapping and Path(mapping).exists() and stage.align_type != "hard":
+        check_made_from(mapping, dict(record, align_type=stage.align_type), "--blending_to_base_file", accept,
+                        keys + ("align_type",))
+
+
+def align_stage(stage: AlignStage, record: dict) -> float | None:
     """Run the passes ``stage`` asks for; return the distribution pass's share of pivot positions that
-    keep the source's distribution (None without that pass)."""
+    keep the source's distribution (None without that pass). ``record``: the token pass's provenance
+    (``provenance.token_pass_record``), written with its outputs and checked when they are reused."""
     base_vocab, blending_vocab = vocabulary_of(stage.base.load()), vocabulary_of(stage.blending.load())
     token_files = (stage.token_alignment_matrix_file, stage.blending_to_base_file, stage.aligned_dataset_tknz_save_dir)
     first_output = (stage.aligned_dataset_save_dir or stage.blending_to_base_file
@@ -52,13 +69,15 @@ def align_stage(stage: AlignStage) -> float | None:
     with scratch_dir(first_output) as scratch:
         settings = MapSettings(stage.batch_size, stage.preprocessing_num_workers, scratch)
         if stage.do_token_alignment and token_pass_done(*token_files):
+            check_token_files(stage, record, ("base_tokenizer", "blending_tokenizer", "sets"))
             logger.info("reusing %s", ", ".join(f for f in token_files if f))
         elif stage.do_token_alignment:
             pairs = load_pairs(stage.base_dataset_dir, stage.blending_dataset_dir, ["input_ids"], ["input_ids"],
                                "dataset", stage.dataset_sample_prop)
             matrix, tokenized = token_pass(pairs, stage.base, stage.blending, base_vocab, blending_vocab, settings)
-            save_token_pass(stage.align_type, matrix, tokenized, base_vocab, blending_vocab, *token_files)
+            save_token_pass(stage.align_type, matrix, tokenized, base_vocab, blending_vocab, *token_files, record)
         if stage.do_distribution_alignment:
+            check_token_files(stage, record, ("base_tokenizer", "blending_tokenizer"))
             share = distribution_stage(stage, base_vocab, blending_vocab, settings)
     return share
 

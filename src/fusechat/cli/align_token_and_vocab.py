@@ -7,11 +7,12 @@ import argparse
 import logging
 from dataclasses import fields
 
-from ..alignment.aligned_sets import TokenizerSpec
+from ..alignment.aligned_sets import TokenizerSpec, token_pass_done
 from ..alignment.stage import AlignStage, align_stage
 from ..alignment.vocab_mapping import check_align_type
 from ..errors import InputError, run_cli
-from ..storage import check_set_output
+from ..provenance import add_accept_flag, check_sets_tokenizer, token_pass_record
+from ..storage import check_output_dir, check_output_file, split_paths
 
 logger = logging.getLogger("align_token_and_vocab")
 
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     for side in ("base", "blending"):
         p.add_argument(f"--{side}_use_fast", type=str2bool, default=True)
         p.add_argument(f"--{side}_trust_remote_code", type=str2bool, default=False)
+    add_accept_flag(p)
     return p
 
 
@@ -69,18 +71,36 @@ def check_flags(args) -> None:
         raise InputError("--do_distribution_alignment needs --aligned_dataset_save_dir")
 
 
+def check_inputs_and_outputs(args, base: TokenizerSpec, blending: TokenizerSpec, sets: list[str]) -> dict:
+    """Before any work: the sets were made with these two tokenizers (so neither is swapped), and
+    no output replaces an input, a model or a file of the user's. Returns the token pass's record."""
+    accept = args.accept_sets_without_provenance
+    for side, spec in (("base", base), ("blending", blending)):
+        check_sets_tokenizer(split_paths(getattr(args, f"{side}_dataset_dir")), spec.load(), spec.name_or_path,
+                             f"--{side}_dataset_dir", accept)
+    inputs = [*sets, base.name_or_path, blending.name_or_path]
+    token_files = [args.token_alignment_matrix_file, args.blending_to_base_file, args.aligned_dataset_tknz_save_dir]
+    if args.do_token_alignment and not token_pass_done(*token_files):  # done: they are read, not written
+        for flag in ("token_alignment_matrix_file", "blending_to_base_file"):
+            if getattr(args, flag):
+                check_output_file(getattr(args, flag), f"--{flag}", inputs)
+        if args.aligned_dataset_tknz_save_dir:
+            check_output_dir(args.aligned_dataset_tknz_save_dir, "--aligned_dataset_tknz_save_dir", inputs)
+    if args.aligned_dataset_save_dir:
+        check_output_dir(args.aligned_dataset_save_dir, "--aligned_dataset_save_dir", inputs + token_files)
+    return token_pass_record(base.load(), blending.load(), sets)
+
+
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     check_flags(args)
-    # The token pass writes --aligned_dataset_tknz_save_dir; the distribution pass only reads it.
-    outputs = ["aligned_dataset_save_dir"] + ["aligned_dataset_tknz_save_dir"] * args.do_token_alignment
-    for flag in outputs:
-        check_set_output(getattr(args, flag), f"--{flag}", args.base_dataset_dir, args.blending_dataset_dir)
     base, blending = (TokenizerSpec(getattr(args, f"{side}_model_name_or_path"), getattr(args, f"{side}_use_fast"),
                                     getattr(args, f"{side}_trust_remote_code"), args.cache_dir)
                       for side in ("base", "blending"))
+    sets = split_paths(args.base_dataset_dir) + split_paths(args.blending_dataset_dir)
+    record = check_inputs_and_outputs(args, base, blending, sets)
     flags = {f.name: getattr(args, f.name) for f in fields(AlignStage) if f.name not in ("base", "blending")}
-    share = align_stage(AlignStage(base, blending, **flags))
+    share = align_stage(AlignStage(base, blending, **flags), record)
     if share is not None:
         print(f"align_token_and_vocab: the source's distribution is kept at {100 * share:.1f}% of pivot "
               f"positions (the rest ONE-HOT or EMPTY), align type {args.align_type}")
