@@ -41,7 +41,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def rows_set(tmp_path_factory, openchat_tokenizer):
-    return save_set(aligned_rows(openchat_tokenizer, count=8, seed=5), tmp_path_factory.mktemp("fsdp") / "set")
+    return save_set(aligned_rows(openchat_tokenizer, count=8, seed=5), tmp_path_factory.mktemp("fsdp") / "set",
+                    tokenizer=openchat_tokenizer)
 
 
 @pytest.fixture(scope="module")
