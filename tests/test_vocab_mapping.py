@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from scipy import sparse
 from token_alignment_oracle import levenshtein
 
-from fusechat.alignment.token_alignment import align_tokens, decoded_token_strings
+from fusechat.kernels.dtw import align_tokens, decoded_token_strings
 from fusechat.alignment.vocab_mapping import (
     AlignmentCounts, Vocabulary, alignment_pairs, blending_to_base_mapping, check_align_type, exact_mapping,
     load_blending_to_base, load_count_matrix, matched_blending_ids, mined_mapping, ms_mapping,

@@ -22,7 +22,7 @@ from ..schema import (FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, INDICES,
                       PER_STEP_FUSED_METRIC_CE, check_same_conversations, require_columns)
 from ..storage import load_train_splits, save_train_split
 from .distribution_alignment import DistributionAligner, dropped_columns, fused_columns, not_aligned
-from .token_alignment import align_tokens, decoded_token_strings
+from ..kernels.dtw import align_tokens, decoded_token_strings
 from .vocab_mapping import (AlignmentCounts, Vocabulary, blending_to_base_mapping, check_count_matrix,
                             load_blending_to_base, matched_blending_ids, save_blending_to_base, save_count_matrix)
 

@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..padding import pad_lists
 from ..schema import (FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, INDICES, LOGITS, METRIC_CE,
                       PER_STEP_FUSED_METRIC_CE, PER_STEP_METRIC_CE)
-from .token_alignment import align_tokens
+from ..kernels.dtw import align_tokens
 from .vocab_mapping import Vocabulary, check_align_type, exact_mapping
 
 # Source row codes besides a blending position (>= 0).

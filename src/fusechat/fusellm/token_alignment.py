@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..alignment.token_alignment import token_alignment_spans
+from ..kernels.dtw import token_alignment_spans
 from ..alignment.vocab_mapping import BYTE_LEVEL_MARKER, word_start_marker
 from ..errors import InputError
 

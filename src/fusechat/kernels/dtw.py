@@ -1,4 +1,4 @@
-"""Token alignment of one sequence pair by DTW over edit distances (DESIGN.md 6.1).
+"""Token alignment of one sequence pair by DTW over edit distances (DESIGN.md 6.1, 12.4.1).
 
 Base = pivot (columns, m tokens), blending = source (rows, n tokens). Tokens are the strings of
 each id decoded on its own (`decoded_token_strings`). The cost of a blending token ``a`` against a
