@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..kernels.dtw import token_alignment_spans
-from ..alignment.vocab_mapping import BYTE_LEVEL_MARKER, word_start_marker
+from ..kernels.mined import BYTE_LEVEL_MARKER, word_start_marker
 from ..errors import InputError
 
 ALIGN_TYPES = ("hard", "soft")
