@@ -30,7 +30,8 @@ import torch
 from bench_fuse_loss import best_of  # benchmarks run as scripts: their folder is on the path
 
 from fusechat.fusellm.collator import DistillCollator
-from fusechat.fusellm.distill import greater_choice, teacher_rewards, weighted_weights
+from fusechat.fusellm.distill import mince_choice, teacher_rewards
+from fusechat.kernels.teacher_rules import WEIGHTED
 from fusechat.training.datasets import ArrowRows
 from fusechat.training.fuse_loss import lm_and_fuse_losses
 
@@ -95,9 +96,9 @@ def dense_target(rows: list[dict], dense: list[torch.Tensor], mode: str) -> torc
     metrics = np.array([[row[m] for _, _, m in TEACHERS] for row in rows])
     rewards = teacher_rewards(metrics)
     if mode == "greater":
-        choice = greater_choice(rewards, True)
+        choice = mince_choice(rewards, True)
         return torch.stack([dense[c][b] for b, c in enumerate(choice.tolist())])
-    weights = weighted_weights(rewards)
+    weights = WEIGHTED.weights(rewards, True)
     target = torch.zeros_like(dense[0])
     for n in range(len(dense)):
         target = target + weights[:, n, None, None] * dense[n]
