@@ -29,7 +29,7 @@ import torch
 
 from .errors import InputError, run_cli
 from .schema import FUSED_INDICES, FUSED_LOGITS
-from .training.fuse_loss import next_label_mask, next_token_ids, target_probabilities
+from .kernels.losses import next_label_mask, next_token_ids, target_probabilities
 
 TEACHER_LABEL = "teacher"
 

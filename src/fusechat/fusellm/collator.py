@@ -24,7 +24,8 @@ import torch
 
 from ..errors import InputError
 from ..arrow import column_array, list_lengths
-from ..training.collator import TopK, TrainCollator, as_table, topk_targets
+from ..kernels.topk import TopK, as_table, topk_targets
+from ..training.collator import TrainCollator
 from .distill import (PIVOT, fusion_rule, mince_choice, select_rows, teacher_columns, teacher_index, teacher_name,
                       teacher_logits, teacher_probabilities, teacher_rewards, weighted_union)
 

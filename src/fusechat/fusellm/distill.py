@@ -26,8 +26,7 @@ import torch
 from numba import njit
 
 from ..errors import InputError
-from ..kernels.teacher_rules import MINCE, WEIGHTED, TeacherRule
-from ..training.fuse_loss import rewards
+from ..kernels.teacher_rules import MINCE, WEIGHTED, TeacherRule, ce_rewards
 
 PIVOT = "pivot"
 FUSION_MODES = ("greater", "weighted")
@@ -66,7 +65,7 @@ def source_teachers(column_names) -> tuple[str, ...]:
 
 def teacher_rewards(metrics) -> torch.Tensor:
     """[B, C] bf16 rewards from [B, C] metric CEs (float64 metrics pass through float32 first)."""
-    return rewards(np.asarray(metrics, dtype=np.float64).astype(np.float32))
+    return ce_rewards(np.asarray(metrics, dtype=np.float64).astype(np.float32))
 
 
 def fusion_rule(mode: str) -> TeacherRule:

@@ -5,7 +5,7 @@
 - ``mined``: the minimum-edit-distance search of a piece in a vocabulary, and word-start markers
 - ``align_methods``: the registry of align methods (how a source's top-k lists are moved into the pivot's)
 - ``distribution``: candidate lists mapped into the pivot's vocabulary and placed at its positions
-- ``topk``: top-k columns of a batch as [B, T, K] targets
+- ``topk``: top-k columns of a batch read from Arrow (with ``fusechat.arrow``) as [B, T, K] targets
 - ``teacher_rules``: the registry of teacher rules (candidates' rewards -> weights over the candidates)
 - ``losses``: LM and distillation losses toward sparse top-k targets
 - ``checks``: flag values both wings validate the same way
