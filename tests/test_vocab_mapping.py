@@ -10,11 +10,12 @@ from token_alignment_oracle import levenshtein
 
 from fusechat.kernels.dtw import align_tokens, decoded_token_strings
 from fusechat.alignment.vocab_mapping import (
-    AlignmentCounts, Vocabulary, alignment_pairs, blending_to_base_mapping, check_align_type, exact_mapping,
+    AlignmentCounts, Vocabulary, alignment_pairs, blending_to_base_mapping, exact_mapping,
     load_blending_to_base, load_count_matrix, matched_blending_ids, mined_mapping, ms_mapping,
     save_blending_to_base, save_count_matrix, vocabulary_of,
 )
 from fusechat.errors import InputError
+from fusechat.kernels.align_methods import align_method
 from fusechat.kernels.mined import word_start_marker
 
 SP, BL = "\u2581", "\u0120"  # "▁", "Ġ"
@@ -100,9 +101,9 @@ def test_vocabulary_of_the_real_tokenizers(openchat_tokenizer, qwen_tokenizer):
 
 
 def test_unknown_align_type_is_an_input_error():
-    assert check_align_type("soft") == "soft"
-    with pytest.raises(InputError, match="--align_type 'fuzzy'"):
-        check_align_type("fuzzy")
+    assert align_method("soft").name == "soft"
+    with pytest.raises(InputError, match="--align_type 'fuzzy' is unknown; choose from hard, soft, default"):
+        align_method("fuzzy")
 
 
 # --- EM and MinED -------------------------------------------------------------------------------

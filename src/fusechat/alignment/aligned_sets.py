@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..kernels.align_methods import align_method
 from ..arrow import arrow_column, first_differing_row, row_lengths
 from ..schema import (FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, INDICES, LOGITS,
                       PER_STEP_FUSED_METRIC_CE, check_same_conversations, require_columns)
@@ -261,7 +262,7 @@ def load_aligner(align_type: str, base_vocab: Vocabulary, blending_vocab: Vocabu
                  use_token_alignment_matrix: bool, matrix_file: str | None) -> DistributionAligner:
     """The distribution aligner of a model pair, from the token pass's files (checked, not recomputed)."""
     mapping = None
-    if align_type != "hard":
+    if align_method(align_type).mapping is not None:
         if not mapping_file:
             raise InputError(f"--align_type {align_type} needs --blending_to_base_file")
         mapping = load_blending_to_base(mapping_file, blending_vocab.size, base_vocab.size)

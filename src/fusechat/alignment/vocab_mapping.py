@@ -22,16 +22,10 @@ import numpy as np
 from scipy import sparse
 
 from ..errors import InputError
+from ..kernels.align_methods import align_method
 from ..kernels.mined import nearest_pieces, word_start_marker
 from ..storage import atomic_file, read_json, write_json
 
-ALIGN_TYPES = ("hard", "soft", "default")
-
-
-def check_align_type(align_type: str) -> str:
-    if align_type not in ALIGN_TYPES:
-        raise InputError(f"--align_type {align_type!r} is unknown; choose from {', '.join(ALIGN_TYPES)}")
-    return align_type
 
 
 # --- vocabularies ----------------------------------------------------------------------------
@@ -326,13 +320,13 @@ def ms_mapping(counts, blending: Vocabulary, base: Vocabulary, chunk_size: int =
 
 def blending_to_base_mapping(align_type: str, blending: Vocabulary, base: Vocabulary, counts=None,
                              progress: bool = True) -> list[int] | None:
-    """The mapping file's content for an align type: MinED for soft, MS for default, None for hard."""
-    check_align_type(align_type)
-    if align_type == "soft":
+    """The mapping file's content for an align method: its vocabulary mapping (MinED, MS), or None."""
+    kind = align_method(align_type).mapping
+    if kind == "mined":
         return mined_mapping(blending, base, progress=progress)
-    if align_type == "default":
+    if kind == "ms":
         if counts is None:
-            raise InputError("--align_type default needs the token alignment count matrix to build its mapping")
+            raise InputError(f"--align_type {align_type} needs the token alignment count matrix to build its mapping")
         return ms_mapping(counts, blending, base)
     return None
 
