@@ -26,7 +26,7 @@ import torch
 from numba import njit
 
 from ..errors import InputError
-from ..kernels.teacher_rules import MINCE, WEIGHTED, TeacherRule, ce_rewards
+from ..kernels.teacher_rules import MINCE, TEACHER_RULES, WEIGHTED, TeacherRule, ce_rewards
 
 PIVOT = "pivot"
 FUSION_MODES = ("greater", "weighted")
@@ -69,9 +69,13 @@ def teacher_rewards(metrics) -> torch.Tensor:
 
 
 def fusion_rule(mode: str) -> TeacherRule:
-    if mode not in RULE_OF_MODE:
-        raise InputError(f"unknown fusion mode {mode!r}; choose from {', '.join(FUSION_MODES)}")
-    return RULE_OF_MODE[mode]
+    """The teacher rule of a fusion mode: the release's ``greater`` / ``weighted``, or any registered
+    rule by its name (:data:`fusechat.kernels.teacher_rules.TEACHER_RULES`)."""
+    rule = RULE_OF_MODE.get(mode) or TEACHER_RULES.get(mode)
+    if rule is None:
+        known = dict.fromkeys([*FUSION_MODES, *TEACHER_RULES])
+        raise InputError(f"unknown fusion mode {mode!r}; choose from {', '.join(known)}")
+    return rule
 
 
 def mince_choice(row_rewards: torch.Tensor, pivot_is_candidate: bool) -> torch.Tensor:
