@@ -86,7 +86,7 @@ def is_dataset(path: str) -> bool:
 
 def positions_carrying_source(dataset) -> tuple[int, int]:
     """(positions whose fused entry is the source's distribution, all positions)."""
-    from .alignment.aligned_sets import carried_positions
+    from .kernels.distribution import carried_positions
     from .schema import FUSED_INDICES, FUSED_LOGITS
 
     carried = total = 0

@@ -105,7 +105,7 @@ def measure_model(model_dir: str, dataset, with_teacher: bool, where: str) -> di
     """The held-out measures of one model folder over the rows of a saved set (one row per forward)."""
     from tqdm import tqdm
 
-    from .alignment.aligned_sets import carried_flags
+    from .kernels.distribution import carried_flags
     from .modeling import check_model_path, load_causal_lm, output_vocab_size
 
     check_model_path(model_dir, "--models")

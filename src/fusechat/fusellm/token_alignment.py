@@ -213,7 +213,7 @@ def check_same_documents(base, blending, base_tokenizer, max_length: int, base_n
 
 
 def _align_batch(batch, indices, spec: PairSpec, index: int, onehot_next_token: bool, where: str):
-    from ..alignment.aligned_sets import BLENDING
+    from ..schema import BLENDING
 
     tables = spec.tables()
     logits_name, ids_name, metric_name = aligned_column_names(index)
@@ -240,7 +240,7 @@ def align_split(base, blending, spec: PairSpec, index: int, max_length: int, one
     skipped candidates. Rows are checked first (same count, same documents)."""
     from datasets import Features, List, Value
 
-    from ..alignment.aligned_sets import BLENDING, paired
+    from ..schema import BLENDING, paired
     from ..schema import index_dtype_for
     from .common import TEXT, load_stage_tokenizer, require
 

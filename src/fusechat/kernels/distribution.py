@@ -86,3 +86,18 @@ def aligned_distributions(rows: np.ndarray, base_ids: Sequence[int], logit_rows:
             out_logits.append([1.0])
             out_ids.append([int(base_ids[min(i + one_hot_offset, last)])])
     return out_logits, out_ids, skipped_total
+
+
+def carried_flags(base_ids: Sequence[int], fused_logits, fused_indices, onehot_offset: int = 1) -> list[bool]:
+    """Per position: its fused entry is the source's distribution, not ONE-HOT (a single logit 1.0
+    on the next base id, at the last position the last id again; ``onehot_offset`` 0: on the current
+    one, FuseLLM's fallback) and not EMPTY."""
+    last = len(base_ids) - 1
+    return [bool(len(ids))
+            and not (len(ids) == 1 and logits[0] == 1.0 and ids[0] == base_ids[min(i + onehot_offset, last)])
+            for i, (logits, ids) in enumerate(zip(fused_logits, fused_indices))]
+
+
+def carried_positions(base_ids: Sequence[int], fused_logits, fused_indices, onehot_offset: int = 1) -> int:
+    """Positions whose fused entry is the source's distribution: the quality figure of an alignment."""
+    return sum(carried_flags(base_ids, fused_logits, fused_indices, onehot_offset))

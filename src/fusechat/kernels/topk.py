@@ -1,4 +1,5 @@
-"""Top-k columns of a batch as dense [B, T, K] targets (DESIGN.md 8, 12.6.2).
+"""Batches of saved rows: token columns padded (:func:`token_batch`) and top-k columns as dense
+[B, T, K] targets (DESIGN.md 8, 12.6.2).
 
 A batch's top-k lists (list<list<float16>> logits and list<list<int>> ids per row, as the saved sets
 hold them) are read straight from the Arrow buffers (:class:`TopK`); :func:`topk_targets` copies,
@@ -14,12 +15,36 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import torch
 from numba import njit, types
 from numba.extending import overload
 
+from ..arrow import column_array, flat_values, list_lengths, nested_lists
 from ..errors import InputError
-from ..schema import ID
-from ..arrow import column_array, nested_lists
+from ..padding import pad_rows
+from ..schema import ID, IGNORE_INDEX
+
+
+def token_batch(table: pa.Table, pad_token_id: int, max_length: int | None = None,
+                pad_to_multiple_of: int | None = None) -> tuple[dict[str, torch.Tensor], np.ndarray, int, int]:
+    """input_ids / attention_mask / labels of a batch padded to its longest row (cut at ``max_length``,
+    rounded up to a multiple of ``pad_to_multiple_of``); also the row lengths, the width and the
+    tokens kept per row."""
+    input_ids = column_array(table, "input_ids")
+    lengths = list_lengths(input_ids)
+    kept = int(lengths.max(initial=1))
+    kept = min(kept, max_length) if max_length else kept
+    width = -(-kept // pad_to_multiple_of) * pad_to_multiple_of if pad_to_multiple_of else kept
+    if "attention_mask" in table.column_names:
+        attention = flat_values(column_array(table, "attention_mask"))
+    else:
+        attention = np.ones(int(lengths.sum()), np.int64)
+    batch = {
+        "input_ids": pad_rows(flat_values(input_ids), lengths, width, pad_token_id, np.int64, kept),
+        "attention_mask": pad_rows(attention, lengths, width, 0, np.int64, kept),
+        "labels": pad_rows(flat_values(column_array(table, "labels")), lengths, width, IGNORE_INDEX, np.int64, kept),
+    }
+    return {name: torch.from_numpy(array) for name, array in batch.items()}, lengths, width, kept
 
 
 def as_table(features) -> pa.Table:

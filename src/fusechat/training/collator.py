@@ -21,12 +21,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ..arrow import column_array, flat_values, list_lengths
+from ..arrow import column_array
 from ..errors import InputError
-from ..padding import pad_rows
-from ..schema import FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, IGNORE_INDEX, INDICES, LOGITS, METRIC_CE
 from ..kernels.teacher_rules import ce_rewards, mince_choice
-from ..kernels.topk import TopK, as_table, row_name, topk_targets
+from ..kernels.topk import TopK, as_table, row_name, token_batch, topk_targets
+from ..schema import FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, INDICES, LOGITS, METRIC_CE
 
 
 @dataclass
@@ -40,33 +39,9 @@ class TrainCollator:
     fuse_with_ref_model: bool = True
     row_log_path: str | None = None  # debugging: append the ids of every collated row to this file
 
-    def kept_length(self, lengths: np.ndarray) -> int:
-        """Tokens kept per row: the longest row's, cut at max_length."""
-        kept = int(lengths.max(initial=1))
-        return min(kept, self.max_length) if self.max_length else kept
-
-    def padded_length(self, kept: int) -> int:
-        """The batch's width: ``kept`` rounded up to a multiple of pad_to_multiple_of."""
-        multiple = self.pad_to_multiple_of
-        return -(-kept // multiple) * multiple if multiple else kept
-
     def __call__(self, features) -> dict[str, torch.Tensor]:
         table = as_table(features)
-        input_ids = column_array(table, "input_ids")
-        lengths = list_lengths(input_ids)
-        kept = self.kept_length(lengths)
-        width = self.padded_length(kept)
-        if "attention_mask" in table.column_names:
-            attention = flat_values(column_array(table, "attention_mask"))
-        else:
-            attention = np.ones(int(lengths.sum()), np.int64)
-        batch = {
-            "input_ids": pad_rows(flat_values(input_ids), lengths, width, self.pad_token_id, np.int64, kept),
-            "attention_mask": pad_rows(attention, lengths, width, 0, np.int64, kept),
-            "labels": pad_rows(flat_values(column_array(table, "labels")), lengths, width, IGNORE_INDEX, np.int64,
-                               kept),
-        }
-        batch = {name: torch.from_numpy(array) for name, array in batch.items()}
+        batch, lengths, width, kept = token_batch(table, self.pad_token_id, self.max_length, self.pad_to_multiple_of)
         if self.fuse:
             batch.update(self.fuse_targets(table, lengths, width, kept))
         if self.row_log_path:
