@@ -17,7 +17,7 @@ A method decides two things, given the token alignment of a row pair:
 ``mapping`` names the vocabulary mapping the method needs: None, ``"mined"`` (minimum edit
 distance, :mod:`fusechat.kernels.mined`) or ``"ms"`` (FuseChat's count-matrix mapping).
 
-Adding a method is one :func:`register` call (docs/extending.md).
+Adding a method is one :func:`register` call (docs/kernels.md).
 """
 
 from __future__ import annotations
