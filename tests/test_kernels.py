@@ -133,3 +133,13 @@ def test_a_registered_teacher_rule_runs_through_the_fusellm_collator(monkeypatch
     # MinCE on the same row takes the source (lower CE) everywhere: the toy rule is the one that ran.
     mince = DistillCollator(pad_token_id=0, mode="greater", candidates=("pivot", "0"))([row])
     assert mince["target_probs"][0, 0, 0].item() == 1.0
+
+
+def test_fusellm_offers_the_methods_its_mapping_stage_can_feed():
+    from fusechat.errors import InputError
+    from fusechat.fusellm.token_alignment import check_align_type
+
+    assert check_align_type("soft").mapping == "mined"
+    with pytest.raises(InputError, match="--vocab_align_type default: its ms vocabulary mapping is not made by "
+                                         "this stage; choose from hard, soft"):
+        check_align_type("default")
