@@ -2,9 +2,10 @@
 
 Token columns are padded as FuseChat's collator pads them (:func:`fusechat.kernels.topk.token_batch`:
 to the batch's longest row, capped at ``max_length``; padding is masked out of both losses, so
-padding every row to 2048 as the reference does changes nothing). Each teacher's lists become [B, T, K] tensors with the rule of
-12.6.2: an EMPTY aligned list takes the pivot's list at that position. The fusion function of
-:mod:`fusechat.fusellm.distill` then gives one sparse target per position:
+padding every row to 2048 as the reference does changes nothing). Each teacher's lists become
+[B, T, K] tensors with the rule of 12.6.2: an EMPTY aligned list takes the pivot's list at that
+position. The fusion function of :mod:`fusechat.fusellm.distill` then gives one sparse target per
+position:
 
     target_ids [B, T, U] int64, target_probs [B, T, U] float32 (bf16 values), target_mask [B, T, U]
 
@@ -22,7 +23,6 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ..errors import InputError
 from ..arrow import column_array, list_lengths
 from ..kernels.topk import TopK, as_table, token_batch, topk_targets
 from .distill import (PIVOT, fusion_rule, mince_choice, select_rows, teacher_columns, teacher_index, teacher_name,
@@ -100,9 +100,4 @@ class DistillCollator:
 
     def _topk(self, table: pa.Table, teacher: str, lengths: np.ndarray) -> TopK:
         logits_column, ids_column, _ = teacher_columns(teacher)
-        topk = TopK.from_table(table, logits_column, ids_column)
-        if not np.array_equal(topk.positions, lengths):
-            row = int(np.flatnonzero(topk.positions != lengths)[0])
-            raise InputError(f"batch row {row}: {logits_column} ({teacher_name(teacher)}) has "
-                             f"{topk.positions[row]} positions but input_ids has {lengths[row]}")
-        return topk
+        return TopK.of_rows(table, logits_column, ids_column, lengths, f"{logits_column} ({teacher_name(teacher)})")

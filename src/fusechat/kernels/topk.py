@@ -84,6 +84,18 @@ class TopK:
                              f"has lists of different lengths")
         return cls(positions, lengths, logits, ids)
 
+    @classmethod
+    def of_rows(cls, table: pa.Table, logits_column: str, ids_column: str, lengths: np.ndarray,
+                what: str | None = None) -> "TopK":
+        """:meth:`from_table`, checked to hold one list per token of each row (``lengths``)."""
+        topk = cls.from_table(table, logits_column, ids_column)
+        if not np.array_equal(topk.positions, lengths):
+            row = int(np.flatnonzero(topk.positions != lengths)[0])
+            where = f"batch row {row}" + (f" ({row_name(table, row)})" if ID in table.column_names else "")
+            raise InputError(f"{where}: {what or logits_column} has {topk.positions[row]} positions but "
+                             f"input_ids has {lengths[row]}")
+        return topk
+
     @property
     def width(self) -> int:
         return int(self.lengths.max(initial=0))

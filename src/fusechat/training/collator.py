@@ -22,9 +22,8 @@ import pyarrow as pa
 import torch
 
 from ..arrow import column_array
-from ..errors import InputError
 from ..kernels.teacher_rules import ce_rewards, mince_choice
-from ..kernels.topk import TopK, as_table, row_name, token_batch, topk_targets
+from ..kernels.topk import TopK, as_table, token_batch, topk_targets
 from ..schema import FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, INDICES, LOGITS, METRIC_CE
 
 
@@ -49,13 +48,8 @@ class TrainCollator:
         return batch
 
     def fuse_targets(self, table: pa.Table, lengths: np.ndarray, width: int, limit: int) -> dict[str, torch.Tensor]:
-        pivot = TopK.from_table(table, LOGITS, INDICES)
-        source = TopK.from_table(table, FUSED_LOGITS, FUSED_INDICES)
-        for name, topk in ((LOGITS, pivot), (FUSED_LOGITS, source)):
-            if not np.array_equal(topk.positions, lengths):
-                row = int(np.flatnonzero(topk.positions != lengths)[0])
-                raise InputError(f"batch row {row} ({row_name(table, row)}): {name} has "
-                                 f"{topk.positions[row]} positions but input_ids has {lengths[row]}")
+        pivot = TopK.of_rows(table, LOGITS, INDICES, lengths)
+        source = TopK.of_rows(table, FUSED_LOGITS, FUSED_INDICES, lengths)
         if self.fuse_with_ref_model:
             use_source = source_wins(column_array(table, METRIC_CE).to_numpy(zero_copy_only=False),
                                      column_array(table, FUSED_METRIC_CE).to_numpy(zero_copy_only=False))
