@@ -50,7 +50,8 @@ def candidate_lists(logit_rows: Sequence[Sequence[float]], id_rows: Sequence[Seq
     lengths = np.fromiter((len(row) for row in id_rows), dtype=np.int64, count=len(id_rows))
     inside = (ids >= 0) & (ids < table.size)
     mapped = np.where(inside, table[np.where(inside, ids, 0)], outside)
-    mapped[np.arange(ids.shape[1]) >= lengths[:, None]] = DROPPED  # padding
+    if (lengths < ids.shape[1]).any():
+        mapped[np.arange(ids.shape[1]) >= lengths[:, None]] = DROPPED  # padding
     keep = mapped >= 0
     for column in range(1, mapped.shape[1]):  # taken at an earlier column: the first logit wins
         keep[:, column] &= ~(mapped[:, :column] == mapped[:, column:column + 1]).any(axis=1)
@@ -68,23 +69,26 @@ def aligned_distributions(rows: np.ndarray, base_ids: Sequence[int], logit_rows:
 
     Skipped candidates count once per position that takes their row.
     """
-    used = np.unique(rows[rows >= 0]).tolist()
-    lists, skipped = candidate_lists([logit_rows[j] for j in used], [id_rows[j] for j in used], table, outside)
-    by_row = dict(zip(used, zip(lists, skipped.tolist())))
-    last = len(base_ids) - 1
-    out_logits, out_ids, skipped_total = [], [], 0
-    for i, row in enumerate(rows.tolist()):
+    taken = rows[rows >= 0]
+    used = np.unique(taken)
+    lists, skipped = candidate_lists([logit_rows[j] for j in used.tolist()], [id_rows[j] for j in used.tolist()],
+                                     table, outside)
+    skipped_total = int(skipped[np.searchsorted(used, taken)].sum()) if taken.size else 0
+    by_row = dict(zip(used.tolist(), lists))
+    ids_as_ints = [int(i) for i in base_ids]
+    one_hot_ids = ids_as_ints[one_hot_offset:] + ids_as_ints[-1:] * one_hot_offset  # base_ids[min(i + offset, last)]
+    out_logits, out_ids = [], []
+    for row, one_hot_id in zip(rows.tolist(), one_hot_ids):
         if row >= 0:
-            (logits, ids), row_skipped = by_row[row]
+            logits, ids = by_row[row]
             out_logits.append(logits[:])
             out_ids.append(ids[:])
-            skipped_total += row_skipped
         elif row == EMPTY:
             out_logits.append([])
             out_ids.append([])
         else:
             out_logits.append([1.0])
-            out_ids.append([int(base_ids[min(i + one_hot_offset, last)])])
+            out_ids.append([one_hot_id])
     return out_logits, out_ids, skipped_total
 
 
