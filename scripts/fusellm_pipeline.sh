@@ -124,8 +124,14 @@ for model in "$PIVOT" "${FUSELLM_SOURCE_LIST[@]}"; do
 done
 run_on_gpu_groups forward "${units[@]}" || die "a forward_for_logits step failed (see above)"
 
-# 3. Vocabulary mapping source -> pivot (MinED over the vocabularies), once per source.
-for source in "${FUSELLM_SOURCE_LIST[@]}"; do
+# 3. Vocabulary mapping source -> pivot (MinED over the vocabularies), once per source; only the soft
+#    alignment reads it, so VOCAB_ALIGN_TYPE=hard skips this step.
+mapping_sources=("${FUSELLM_SOURCE_LIST[@]}")
+if [[ "$VOCAB_ALIGN_TYPE" == hard ]]; then
+  echo "VOCAB_ALIGN_TYPE=hard: no vocabulary mapping (only the soft alignment reads it)"
+  mapping_sources=()
+fi
+for source in "${mapping_sources[@]}"; do
   run_step fusellm_vocab_mapping "$(model_name "$source")" "$(mapping_file "$source")" \
     "$PYTHON" "$UTILS/vocab_mapping.py" \
     --base_model_name_or_path "$(model_dir "$PIVOT")" --blending_model_name_or_path "$(model_dir "$source")" \
@@ -145,8 +151,8 @@ for i in $(split_indices); do
       --base_dataset_dir "$base_set" --blending_dataset_dir "$(rep_set "$source" "$i")" \
       --dataset_save_dir "$(aligned_set "$i" "$k")" --model_max_length "$BLOCK_SIZE" \
       --preprocessing_num_workers "$NUM_WORKERS" --batch_size "$ALIGN_BATCH_SIZE" --blending_model_index "$k" \
-      --vocab_align_type "$VOCAB_ALIGN_TYPE" --vocab_mapping_save_dir "$(mapping_file "$source")" \
-      --metric_level sequence
+      --vocab_align_type "$VOCAB_ALIGN_TYPE" \
+      ${mapping_sources[0]:+--vocab_mapping_save_dir "$(mapping_file "$source")"} --metric_level sequence
     base_set="$(aligned_set "$i" "$k")"
   done
 done
