@@ -112,3 +112,21 @@ def paired(base, blending, base_name: str, blending_name: str, blending_columns:
     renamed = blending.select_columns(list(blending_columns)).rename_columns(
         {c: BLENDING + c for c in blending_columns})
     return concatenate_datasets([base, renamed], axis=1)
+
+
+def metric_array(column, name: str, where: str):
+    """A metric column (an Arrow array) as float64 numbers: NaN marks a failed row (filter_nan and
+    --fiter_nan drop those); a column of other types or an infinity is refused (the MinCE choice
+    would be forced to that row's source)."""
+    import numpy as np
+    import pyarrow as pa
+
+    if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type) or pa.types.is_null(column.type)):
+        raise InputError(f"{where}: {name} holds {column.type} values, not numbers")
+    values = np.asarray(column.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
+    infinite = np.flatnonzero(np.isinf(values))
+    if len(infinite):
+        row = int(infinite[0])
+        raise InputError(f"{where}: row {row}: {name} is {values[row]} ({len(infinite)} such rows); a metric is a "
+                         "finite cross-entropy")
+    return values

@@ -214,17 +214,19 @@ def token_pass(pairs: list, base: TokenizerSpec, blending: TokenizerSpec, base_v
 
 
 def save_token_pass(align_type: str, matrix, tokenized, base_vocab: Vocabulary, blending_vocab: Vocabulary,
-                    matrix_file: str | None, mapping_file: str | None, tokenized_dir: str | None) -> None:
-    """The token pass's outputs, the tokenized set first: the matrix, then the mapping, mark it done."""
+                    matrix_file: str | None, mapping_file: str | None, tokenized_dir: str | None,
+                    record: dict | None = None) -> None:
+    """The token pass's outputs, the tokenized set first: the matrix, then the mapping, mark it done;
+    each with ``record`` (what made them), the mapping's with the align type too."""
     mapping = blending_to_base_mapping(align_type, blending_vocab, base_vocab, counts=matrix)
     if mapping is not None and not mapping_file:
         raise InputError(f"--align_type {align_type} writes its mapping to --blending_to_base_file; give one")
     if tokenized_dir:
-        save_train_split(tokenized, tokenized_dir)
+        save_train_split(tokenized, tokenized_dir, record=record)
     if matrix_file:
-        save_count_matrix(matrix_file, matrix)
+        save_count_matrix(matrix_file, matrix, record)
     if mapping is not None:
-        save_blending_to_base(mapping_file, mapping)
+        save_blending_to_base(mapping_file, mapping, record and dict(record, align_type=align_type))
 
 
 def token_pass_done(matrix_file: str | None, mapping_file: str | None, tokenized_dir: str | None) -> bool:

@@ -194,9 +194,9 @@ class AlignmentCounts:
 UNREADABLE_NPZ = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # a truncated file: BadZipFile
 
 
-def save_count_matrix(path: str | os.PathLike, matrix) -> None:
-    """Write the count matrix as a scipy ``.npz`` (CSR), atomically."""
-    with atomic_file(path, "wb") as handle:
+def save_count_matrix(path: str | os.PathLike, matrix, record: dict | None = None) -> None:
+    """Write the count matrix as a scipy ``.npz`` (CSR), atomically, with its provenance ``record``."""
+    with atomic_file(path, "wb", record=record) as handle:
         sparse.save_npz(handle, sparse.csr_matrix(matrix))
 
 
@@ -333,9 +333,9 @@ def blending_to_base_mapping(align_type: str, blending: Vocabulary, base: Vocabu
 
 # --- mapping files ---------------------------------------------------------------------------
 
-def save_blending_to_base(path: str | os.PathLike, mapping: Iterable[int]) -> None:
-    """Write the mapping as a JSON list indexed by blending id, atomically."""
-    write_json(path, [int(base_id) for base_id in mapping], indent=None)
+def save_blending_to_base(path: str | os.PathLike, mapping: Iterable[int], record: dict | None = None) -> None:
+    """Write the mapping as a JSON list indexed by blending id, atomically, with its provenance ``record``."""
+    write_json(path, [int(base_id) for base_id in mapping], indent=None, record=record)
 
 
 def load_blending_to_base(path: str | os.PathLike, blending_size: int, base_size: int) -> list[int]:

@@ -285,6 +285,7 @@ def align_representations(base_dir: str, blending_dir: str, save_dir: str, spec:
     the source set at ``blending_dir`` added as ``*_<index>``, saved at ``save_dir``."""
     from datasets import DatasetDict
 
+    from ..provenance import derived_record, read_record
     from ..storage import save_dataset_atomic, scratch_dir
     from .common import load_dataset_dict
 
@@ -310,5 +311,6 @@ def align_representations(base_dir: str, blending_dir: str, save_dir: str, spec:
         if skipped:
             logger.warning("skipped %d source candidate(s) with no pivot mapping or no piece (the reference "
                            "crashes on them, DESIGN.md 12.8 #6)", skipped)
-        save_dataset_atomic(DatasetDict(result), save_dir)
+        record = derived_record(read_record(base_dir), "fusellm_aligned", [base_dir, blending_dir])
+        save_dataset_atomic(DatasetDict(result), save_dir, provenance=record)
     logger.info("saved %s rows to %s", {s: len(d) for s, d in result.items()}, save_dir)

@@ -20,6 +20,7 @@ import transformers
 
 from ..errors import InputError
 from ..kernels.checks import check_lm_loss_weight
+from ..provenance import ACCEPT_HELP
 from ..training.arguments import translate_legacy_flags
 from .distill import FUSION_TYPES, PIVOT, RULE_OF_MODE
 
@@ -38,6 +39,7 @@ class DataArguments:
     dataset_name: str | None = field(default=None, metadata={
         "help": "Comma-separated packed DatasetDict folders (save_to_disk); their train and validation "
                 "splits are concatenated in the given order."})
+    accept_sets_without_provenance: bool = field(default=False, metadata={"help": ACCEPT_HELP})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation rows."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Accepted; unused, as in the reference."})

@@ -20,6 +20,7 @@ import transformers
 
 from ..errors import InputError
 from ..kernels.checks import check_lm_loss_weight
+from ..provenance import ACCEPT_HELP
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class DataArguments:
         "help": "With --do_fuse or --train_baseline: comma-separated dataset folders (save_to_disk), "
                 "concatenated. Otherwise: a JSON corpus of ShareGPT conversations."})
     eval_data_path: str | None = field(default=None, metadata={"help": "Evaluation data, same form as --data_path."})
+    accept_sets_without_provenance: bool = field(default=False, metadata={"help": ACCEPT_HELP})
     conv_temp: str = field(default="openchat_3.5", metadata={"help": "Conversation template (fusechat.templates)."})
     separator: str | None = field(default=None, metadata={
         "help": "Token that closes a turn; default: the model's (its eos, or <|im_end|>/<|eot_id|>/<end_of_turn>/"
