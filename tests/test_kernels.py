@@ -72,7 +72,7 @@ def test_a_registered_align_method_runs_through_align_token_and_vocab(tmp_path, 
         align(["--base_model_name_or_path", str(pivot_path), "--blending_model_name_or_path", str(pivot_path),
                "--base_dataset_dir", str(tmp_path / "base"), "--blending_dataset_dir", str(tmp_path / "source"),
                "--do_distribution_alignment", "--align_type", align_type,
-               "--aligned_dataset_save_dir", str(tmp_path / align_type)])
+               "--aligned_dataset_save_dir", str(tmp_path / align_type), "--accept_sets_without_provenance"])
         outputs[align_type] = load_from_disk(str(tmp_path / align_type))["train"][0]
 
     # Oracle (DESIGN.md 6.3 with the toy rule): per-id decoded tokens, the literal DTW; a position
