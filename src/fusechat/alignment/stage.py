@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..kernels.align_methods import align_method
 from ..provenance import check_made_from
 from ..schema import INDICES, LOGITS, METRIC_CE, PER_STEP_METRIC_CE, index_dtype_for
 from ..storage import save_train_split, scratch_dir, split_paths
@@ -52,7 +53,7 @@ def check_token_files(stage: AlignStage, record: dict, keys: tuple[str, ...]) ->
         if path and Path(path).exists():
             check_made_from(path, record, f"--{flag}", accept, keys)
     mapping = stage.blending_to_base_file
-    if mapping and Path(mapping).exists() and stage.align_type != "hard":
+    if mapping and Path(mapping).exists() and align_method(stage.align_type).mapping is not None:
         check_made_from(mapping, dict(record, align_type=stage.align_type), "--blending_to_base_file", accept,
                         keys + ("align_type",))
 

@@ -9,8 +9,8 @@ from dataclasses import fields
 
 from ..alignment.aligned_sets import TokenizerSpec, token_pass_done
 from ..alignment.stage import AlignStage, align_stage
-from ..alignment.vocab_mapping import check_align_type
 from ..errors import InputError, run_cli
+from ..kernels.align_methods import ALIGN_METHODS, align_method
 from ..provenance import add_accept_flag, check_sets_tokenizer, token_pass_record
 from ..storage import check_output_dir, check_output_file, split_paths
 
@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preprocessing_num_workers", type=int, default=1)
     p.add_argument("--batch_size", type=int, default=100)
     p.add_argument("--do_token_alignment", action="store_true")
-    p.add_argument("--align_type", default="default", help="hard (EM), soft (MinED) or default (MS)")
+    p.add_argument("--align_type", default="default",
+                   help="; ".join(f"{m.name}: {m.summary}" for m in ALIGN_METHODS.values()))
     p.add_argument("--token_alignment_matrix_file", default=None, help="scipy sparse .npz of the count matrix")
     p.add_argument("--blending_to_base_file", default=None, help="JSON list: blending id -> base id")
     p.add_argument("--do_distribution_alignment", action="store_true")
@@ -64,7 +65,7 @@ def check_flags(args) -> None:
     if args.model_max_length is not None:
         logger.warning("--model_max_length %s has no effect here; the sets were cut to length by "
                        "get_data_representation", args.model_max_length)
-    check_align_type(args.align_type)
+    align_method(args.align_type)
     if not (args.do_token_alignment or args.do_distribution_alignment):
         raise InputError("nothing to do: give --do_token_alignment and/or --do_distribution_alignment")
     if args.do_distribution_alignment and not args.aligned_dataset_save_dir:

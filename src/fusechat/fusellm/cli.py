@@ -27,10 +27,13 @@ def check_sets_of_models(pairs: list[tuple[str, str, str]], accept: bool, cache_
 
 def split_long_text_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="split_long_text.py", description="Split texts longer than block_size - 48 "
-                                "tokens for any of the three tokenizers (DESIGN.md 12.1).")
+                                "tokens for any of the tokenizers (DESIGN.md 12.1).")
     p.add_argument("--base_model_name_or_path", required=True)
     p.add_argument("--blending_model_name_or_path", required=True)
-    p.add_argument("--another_blending_model_name_or_path", required=True)
+    p.add_argument("--another_blending_model_name_or_path", default=None,
+                   help="the second source (the release's MPT); leave out for a single source")
+    p.add_argument("--extra_blending_model_name_or_path", nargs="+", default=[],
+                   help="any further sources, in source order (ties of the longest tokenization go to earlier models)")
     p.add_argument("--dataset", required=True, help="a DatasetDict saved with save_to_disk, column 'text'")
     p.add_argument("--dataset_save_dir", required=True)
     p.add_argument("--cache_dir", default=None)
@@ -44,7 +47,9 @@ def split_long_text_main(argv=None) -> None:
     from .split_long_text import split_long_texts
 
     args = split_long_text_parser().parse_args(argv)
-    models = [args.base_model_name_or_path, args.blending_model_name_or_path, args.another_blending_model_name_or_path]
+    models = [args.base_model_name_or_path, args.blending_model_name_or_path, args.another_blending_model_name_or_path,
+              *args.extra_blending_model_name_or_path]
+    models = [m for m in models if m is not None]
     check_output_dir(args.dataset_save_dir, "--dataset_save_dir", [args.dataset, *models])
     record = {"kind": "fusellm_text", "inputs": [args.dataset], "models": models, "block_size": args.block_size,
               "sample_prop": args.dataset_sample_prop}

@@ -19,6 +19,7 @@ from pathlib import Path
 import transformers
 
 from ..errors import InputError
+from ..kernels.checks import check_lm_loss_weight
 from ..provenance import ACCEPT_HELP
 
 logger = logging.getLogger(__name__)
@@ -79,8 +80,7 @@ class FuseTrainingArguments(transformers.TrainingArguments):
 
 def check_fuse_arguments(args) -> None:
     """Bad values of the fusion flags, reported before any work starts."""
-    if not 0.0 <= args.lm_loss_weight <= 1.0:
-        raise InputError(f"--lm_loss_weight must be in [0, 1], got {args.lm_loss_weight}")
+    check_lm_loss_weight(args.lm_loss_weight)
     if args.fuse_loss_type not in FUSE_LOSS_TYPES:
         raise InputError(f"--fuse_loss_type must be one of {', '.join(FUSE_LOSS_TYPES)}, got {args.fuse_loss_type!r}")
     if not args.fuse_temperature > 0:
