@@ -118,5 +118,10 @@ def main(argv=None) -> None:
     print({split: len(d) for split, d in dataset_dict.items()}, f"(Python {sys.version.split()[0]}) ->", args.out)
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """Entry point of python -m fusechat.fusellm.docstring_corpus (the drivers' helper)."""
+    return run_cli(main, argv, prog="python -m fusechat.fusellm.docstring_corpus")
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, prog="fusechat.fusellm.docstring_corpus"))
+    raise SystemExit(cli())
