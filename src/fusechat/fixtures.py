@@ -193,6 +193,7 @@ class TokenizerKind:
     template: str
 
 
+# A new fixture tokenizer is one entry here; build_tokenizer(kind) then builds and caches it.
 TOKENIZER_KINDS = {
     "openchat": TokenizerKind(partial(sentencepiece_tokenizer, MISTRAL_V1, tuple(OPENCHAT_SPECIAL_TOKENS),
                                       "<|end_of_turn|>"), "openchat_3.5"),
@@ -205,11 +206,6 @@ TOKENIZER_KINDS = {
                                "internlm2"),
     "qwen": TokenizerKind(qwen_tokenizer, "qwen"),
 }
-
-
-def register_tokenizer_kind(name: str, build, template: str) -> None:
-    """Add a fixture tokenizer kind (``build()`` returns the tokenizer); ``build_tokenizer(name)`` then builds it."""
-    TOKENIZER_KINDS[name] = TokenizerKind(build, template)
 
 
 def _build_tokenizer_into(kind: str, path: Path) -> None:
@@ -302,7 +298,7 @@ FUSELLM_TINY_MODELS = {
                       initializer_range=0.21, eos_token="<|endoftext|>", logit_width=151936),
     ]
 }
-FUSELLM_PIVOT, FUSELLM_SOURCE_0, FUSELLM_SOURCE_1 = FUSELLM_TINY_MODELS
+FUSELLM_PIVOT = next(iter(FUSELLM_TINY_MODELS))
 
 
 def build_tokenizer(kind: str, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -404,11 +400,9 @@ def main(argv: list[str] | None = None) -> None:
         print(build_tiny_model(name, Path(args.out) / name, wheels=args.wheels))
 
 
-def cli() -> int:
+def cli(argv: list[str] | None = None) -> int:
     """Entry point of fusechat-fixtures: bad input (a missing wheel, an unknown name) is one clear line."""
-    import sys
-
-    return run_cli(main, sys.argv[1:], prog="fusechat-fixtures")
+    return run_cli(main, argv, prog="fusechat-fixtures")
 
 
 if __name__ == "__main__":
