@@ -114,8 +114,8 @@ def build_main(argv=None) -> None:
         logger.info("dropped %d prompts: %s", len(ids), reason)
 
 
-def build_cli() -> int:
-    return run_cli(build_main, sys.argv[1:], prog="fusechat-imf-build")
+def build_cli(argv=None) -> int:
+    return run_cli(build_main, argv, prog="fusechat-imf-build")
 
 
 # --- decode -------------------------------------------------------------------------------------
@@ -178,8 +178,8 @@ def decode_main(argv=None) -> None:
     write_jsonl(args.out, rows)
 
 
-def decode_cli() -> int:
-    return run_cli(decode_main, sys.argv[1:], prog="fusechat-imf-decode")
+def decode_cli(argv=None) -> int:
+    return run_cli(decode_main, argv, prog="fusechat-imf-decode")
 
 
 # --- post-process -------------------------------------------------------------------------------
@@ -218,8 +218,8 @@ def post_process_main(argv=None) -> None:
                 len(rows), len(identical), args.out)
 
 
-def post_process_cli() -> int:
-    return run_cli(post_process_main, sys.argv[1:], prog="fusechat-imf-post-process")
+def post_process_cli(argv=None) -> int:
+    return run_cli(post_process_main, argv, prog="fusechat-imf-post-process")
 
 
 # --- annotate -----------------------------------------------------------------------------------
@@ -265,8 +265,8 @@ def annotate_main(argv=None) -> None:
     logger.info("scored %d prompts: %s", len(scored), dict(sorted(counts.items())))
 
 
-def annotate_cli() -> int:
-    return run_cli(annotate_main, sys.argv[1:], prog="fusechat-imf-annotate")
+def annotate_cli(argv=None) -> int:
+    return run_cli(annotate_main, argv, prog="fusechat-imf-annotate")
 
 
 # --- training stages ----------------------------------------------------------------------------
@@ -326,8 +326,8 @@ def sft_main(argv=None) -> None:
     _train_and_save(lambda out: sft_trainer(model, tokenizer, rows, args.mode, settings, out), args.out, record)
 
 
-def sft_cli() -> int:
-    return run_cli(sft_main, sys.argv[1:], prog="fusechat-imf-sft")
+def sft_cli(argv=None) -> int:
+    return run_cli(sft_main, argv, prog="fusechat-imf-sft")
 
 
 def dpo_parser() -> argparse.ArgumentParser:
@@ -354,8 +354,8 @@ def dpo_main(argv=None) -> None:
                     args.out, record)
 
 
-def dpo_cli() -> int:
-    return run_cli(dpo_main, sys.argv[1:], prog="fusechat-imf-dpo")
+def dpo_cli(argv=None) -> int:
+    return run_cli(dpo_main, argv, prog="fusechat-imf-dpo")
 
 
 def wrpo_parser() -> argparse.ArgumentParser:
@@ -412,8 +412,8 @@ def wrpo_main(argv=None) -> None:
                     args.out, record)
 
 
-def wrpo_cli() -> int:
-    return run_cli(wrpo_main, sys.argv[1:], prog="fusechat-imf-wrpo")
+def wrpo_cli(argv=None) -> int:
+    return run_cli(wrpo_main, argv, prog="fusechat-imf-wrpo")
 
 
 # --- convert ------------------------------------------------------------------------------------
@@ -463,8 +463,8 @@ def convert_main(argv=None) -> None:
         formats.write_jsonl(args.output, rows)
 
 
-def convert_cli() -> int:
-    return run_cli(convert_main, sys.argv[1:], prog="fusechat-imf-convert")
+def convert_cli(argv=None) -> int:
+    return run_cli(convert_main, argv, prog="fusechat-imf-convert")
 
 
 STAGES = {"decode": decode_main, "post-process": post_process_main, "annotate": annotate_main,
