@@ -31,8 +31,9 @@ def labelled_runs(labels):
     return runs + ([current] if current else [])
 
 
-def test_eight_families_registered():
-    assert FAMILIES == sorted(["openchat_3.5", "mistral", "llama-3", "gemma", "phi-3", "qwen", "internlm2", "yi"])
+def test_nine_families_registered():
+    assert FAMILIES == sorted(["openchat_3.5", "mistral", "llama-3", "gemma", "phi-3", "qwen", "internlm2", "yi",
+                               "chatml"])
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -108,7 +109,7 @@ def test_generation_prompt_matches_fastchat(family):
     template = get_template(family)
     eos = "</s>"
     conv = get_conv_template(template.fastchat_name or template.name)
-    if template.name == "openchat_3.5":
+    if template.name in ("openchat_3.5", "chatml"):  # turns close with the model's separator
         conv.sep = eos
     for role, text in CONVERSATION[:3]:
         conv.append_message(conv.roles[0 if role == "user" else 1], text)

@@ -400,16 +400,27 @@ def ms_mapping(counts, blending: Vocabulary, base: Vocabulary, chunk_size: int =
 
 
 def blending_to_base_mapping(align_type: str, blending: Vocabulary, base: Vocabulary, counts=None,
-                             progress: bool = True) -> list[int] | None:
-    """The mapping file's content for an align type: MinED for soft, MS for default, None for hard."""
+                             progress: bool = True, separators: tuple[int, int] | None = None) -> list[int] | None:
+    """The mapping file's content for an align type: MinED for soft, MS for default, None for hard.
+
+    ``separators``: (blending id, base id) of the tokens that close a turn in the two tokenized sets.
+    When they differ (Gemma's <end_of_turn> against SmolLM2's <|im_end|> under one ChatML template), the
+    one maps to the other, as BOS to BOS and EOS to EOS: by spelling alone they match nothing alike
+    (MS maps <end_of_turn> to a one-letter piece), and the source's wish to end a reply must reach the
+    pivot as its own end of turn.
+    """
     check_align_type(align_type)
     if align_type == "soft":
-        return mined_mapping(blending, base, progress=progress)
-    if align_type == "default":
+        mapping = mined_mapping(blending, base, progress=progress)
+    elif align_type == "default":
         if counts is None:
             raise InputError("--align_type default needs the token alignment count matrix to build its mapping")
-        return ms_mapping(counts, blending, base)
-    return None
+        mapping = ms_mapping(counts, blending, base)
+    else:
+        return None
+    if separators is not None:
+        mapping[separators[0]] = separators[1]
+    return mapping
 
 
 # --- mapping files ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import argparse
 import logging
 
 from ..alignment.aligned_sets import (MapSettings, TokenizerSpec, distribution_pass, load_aligner, load_pairs,
-                                      save_token_pass, token_pass, token_pass_done)
+                                      save_token_pass, separator_pair, token_pass, token_pass_done)
 from ..alignment.vocab_mapping import check_align_type, vocabulary_of
 from ..errors import InputError
 from ..schema import INDICES, LOGITS, METRIC_CE, PER_STEP_METRIC_CE, index_dtype_for
@@ -91,7 +91,8 @@ def main(argv=None) -> None:
             pairs = load_pairs(args.base_dataset_dir, args.blending_dataset_dir, ["input_ids"], ["input_ids"],
                                "dataset", args.dataset_sample_prop)
             matrix, tokenized = token_pass(pairs, base, blending, base_vocab, blending_vocab, settings)
-            save_token_pass(args.align_type, matrix, tokenized, base_vocab, blending_vocab, *token_files)
+            separators = separator_pair(args.base_dataset_dir, args.blending_dataset_dir, base_vocab, blending_vocab)
+            save_token_pass(args.align_type, matrix, tokenized, base_vocab, blending_vocab, *token_files, separators)
         if args.do_distribution_alignment:
             aligner = None if args.not_align else load_aligner(
                 args.align_type, base_vocab, blending_vocab, args.blending_to_base_file,
