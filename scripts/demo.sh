@@ -33,7 +33,7 @@ case "$DEMO" in
     export CONV_TEMP="${CONV_TEMP:-chatml}"
     # A real pivot: a fine-tuning rate (a larger one wipes out what it knows in a few steps).
     export LEARNING_RATE="${LEARNING_RATE:-2e-5}"
-    export MAX_STEPS="${MAX_STEPS:-30}"
+    export MAX_STEPS="${MAX_STEPS:-10}"   # about 1 epoch of the 42 conversations; see docs/real_models.md
     ;;
   tiny)
     export PIVOT="${PIVOT:-openchat_3.5-tiny}"
