@@ -78,7 +78,8 @@ def sample_rows(tokenizer, model_dir: str, max_length: int, records: int):
 
 def capture(name: str, args) -> None:
     from fusechat.modeling import load_causal_lm, load_tokenizer
-    from fusechat.representation import CaptureOptions, ChunkedLogits, capture_batch, length_sorted_batches, padded_tensor
+    from fusechat.representation import (CaptureOptions, ChunkedLogits, capture_batch, length_sorted_batches,
+                                         padded_tensor)
 
     path = str(fixtures.build_tiny_model(name))
     tokenizer = load_tokenizer(path)

@@ -45,7 +45,8 @@ def real_demo(tmp_path_factory, smollm2_path, gemma_path):
 def chatml(record, separator: str) -> str:
     """DESIGN.md 3's ChatML exchange, every turn closed by the model's own separator."""
     role = {"human": "user", "gpt": "assistant"}
-    return "".join(f"<|im_start|>{role[turn['from']]}\n{turn['value']}{separator}\n" for turn in record["conversations"])
+    return "".join(f"<|im_start|>{role[turn['from']]}\n{turn['value']}{separator}\n"
+                   for turn in record["conversations"])
 
 
 @pytest.mark.slow
