@@ -85,7 +85,7 @@ def main() -> None:
                     MAX_STEPS=str(args.steps), TRAIN_BATCH_SIZE=str(args.batch_size),
                     MODEL_MAX_LENGTH=str(args.max_length), LEARNING_RATE=args.learning_rate, GPUS="",
                     SPLIT_NUM="1", GRAD_ACCUM="1", WARMUP_RATIO="0", SAVE_STRATEGY="no", NUM_WORKERS="1",
-                    HF_HUB_OFFLINE="1")
+                    HF_HUB_OFFLINE="1", DEMO="tiny", CONV_TEMP="openchat_3.5")
     teacher = work / "models" / TEACHER  # converted once into the fixture cache, linked here
     if not teacher.exists():
         teacher.symlink_to(cached_fixture(TEACHER), target_is_directory=True)

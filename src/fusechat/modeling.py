@@ -134,10 +134,19 @@ def model_turn_separator(model_name_or_path: str, tokenizer, override: str | Non
     """The turn separator of ``templates.turn_separator`` for a model folder (``--separator`` overrides)."""
     from .templates import turn_separator
 
-    if override:
-        return turn_separator(tokenizer, override=override)
-    separator = turn_separator(tokenizer, read_model_config(model_name_or_path, cache_dir))
-    if separator != tokenizer.eos_token:
+    try:
+        if override:
+            separator = turn_separator(tokenizer, override=override)
+        else:
+            separator = turn_separator(tokenizer, read_model_config(model_name_or_path, cache_dir))
+    except InputError as exc:
+        raise InputError(f"{model_name_or_path}: {exc}") from None
+    # A separator must be one token of the model's vocabulary: it is the label that ends a reply, and the
+    # token that turn positions of different models align on.
+    if separator not in tokenizer.get_vocab():
+        raise InputError(f"{model_name_or_path}: its tokenizer has no token {separator!r} to close turns with; "
+                         "pass --separator with one of its tokens")
+    if not override and separator != tokenizer.eos_token:
         logger.info("%s closes turns with %s (not its eos %s), as the released code does",
                     model_name_or_path, separator, tokenizer.eos_token)
     return separator

@@ -31,8 +31,10 @@ from .schema import IGNORE_INDEX, ID, INDICES, LOGITS, METRIC_CE, PER_STEP_METRI
 from .templates import ChatTemplate, encode_rendered, render_conversation
 
 logger = logging.getLogger(__name__)
-# Elements of float32 logits materialised at once per chunk (about 1 GiB).
-LOGIT_CHUNK_ELEMENTS = 1 << 28
+# Elements of float32 logits materialised at once per chunk (64 MiB: 64 positions of gemma's 262,144
+# ids). The passes over a chunk (rounding, top-k, log-normaliser) then work on a block that stays
+# small, and the peak stays far below the plain forward's [batch, length, vocab] logits.
+LOGIT_CHUNK_ELEMENTS = 1 << 24
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,7 +193,11 @@ def capture_batch(model, chunker: ChunkedLogits, rows: list[dict], pad_id: int, 
         step = max(1, LOGIT_CHUNK_ELEMENTS // output_vocab_size(model))
         ces, values, indices, nan_rows = [], [], [], set()
         for start in range(0, flat_hidden.shape[0], step):
-            logits = project(flat_hidden[start:start + step]).to(torch.float16).float()
+            logits = project(flat_hidden[start:start + step])
+            if logits.dtype == torch.float32:  # rounded to float16 in place: no third copy of the chunk
+                logits.copy_(logits.to(torch.float16))
+            else:
+                logits = logits.to(torch.float16).float()
             ce, v, ix, bad = next_token_stats(logits, flat_next[start:start + step], options.top_k)
             if bad.any():  # only real positions count; padding is not content
                 flat = (torch.nonzero(bad).squeeze(-1) + start).tolist()

@@ -82,6 +82,13 @@ for _t in [
     ChatTemplate("qwen", aliases=("qwen1.5", "qwen2"), **_CHATML),
     ChatTemplate("internlm2", aliases=("internlm2-chat",), **_CHATML),
     ChatTemplate("yi", fastchat_name="Yi-34b-chat", aliases=("yi-chat",), **_CHATML),
+    # ChatML as one template for models of any family (SmolLM2 and gemma-3-270m in the real-model demo):
+    # the role markers are ChatML's text, and every turn closes with the model's own separator, as
+    # openchat_3.5 does. A ChatML model (eos <|im_end|>) renders exactly the ChatML above; Gemma closes
+    # with <end_of_turn>, the one token it knows as the end of a turn, so the pivot's <|im_end|> and
+    # Gemma's <end_of_turn> stand at the same place, one token each, and align with each other.
+    ChatTemplate("chatml", "<|im_start|>user\n", EOS + "\n", "<|im_start|>assistant\n", EOS,
+                 after_assistant="\n", system_template="<|im_start|>system\n{system}" + EOS + "\n"),
 ]:
     register_template(_t)
 

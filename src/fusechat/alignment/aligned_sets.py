@@ -23,7 +23,7 @@ from ..kernels.distribution import carried_positions
 from ..kernels.dtw import align_tokens, decoded_token_strings
 from ..schema import (BLENDING, FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, INDICES, LOGITS,
                       PER_STEP_FUSED_METRIC_CE, paired, require_columns)
-from ..storage import load_train_splits, save_train_split
+from ..storage import load_train_splits, save_train_split, split_paths
 from .distribution_alignment import DistributionAligner, dropped_columns, fused_columns, not_aligned
 from .vocab_mapping import (AlignmentCounts, Vocabulary, blending_to_base_mapping, check_count_matrix,
                             load_blending_to_base, matched_blending_ids, save_blending_to_base, save_count_matrix)
@@ -213,12 +213,27 @@ def token_pass(pairs: list, base: TokenizerSpec, blending: TokenizerSpec, base_v
     return matrix, concatenate_datasets(aligned_parts)
 
 
+def separator_pair(base_dirs: str, blending_dirs: str, base_vocab: Vocabulary,
+                   blending_vocab: Vocabulary) -> tuple[int, int] | None:
+    """(blending id, base id) of the turn separators the two tokenized sets were made with (from their
+    provenance records); None when they are the same piece, or a set has no record."""
+    from ..provenance import first_record
+
+    records = first_record(split_paths(base_dirs)), first_record(split_paths(blending_dirs))
+    if None in records or records[0].get("separator") == records[1].get("separator"):
+        return None
+    base_id = base_vocab.index.get(records[0].get("separator"))
+    blending_id = blending_vocab.index.get(records[1].get("separator"))
+    return None if base_id is None or blending_id is None else (blending_id, base_id)
+
+
 def save_token_pass(align_type: str, matrix, tokenized, base_vocab: Vocabulary, blending_vocab: Vocabulary,
                     matrix_file: str | None, mapping_file: str | None, tokenized_dir: str | None,
-                    record: dict | None = None) -> None:
+                    record: dict | None = None, separators: tuple[int, int] | None = None) -> None:
     """The token pass's outputs, the tokenized set first: the matrix, then the mapping, mark it done;
-    each with ``record`` (what made them), the mapping's with the align type too."""
-    mapping = blending_to_base_mapping(align_type, blending_vocab, base_vocab, counts=matrix)
+    each with ``record`` (what made them), the mapping's with the align type too.
+    ``separators``: see :func:`separator_pair`."""
+    mapping = blending_to_base_mapping(align_type, blending_vocab, base_vocab, counts=matrix, separators=separators)
     if mapping is not None and not mapping_file:
         raise InputError(f"--align_type {align_type} writes its mapping to --blending_to_base_file; give one")
     if tokenized_dir:

@@ -15,7 +15,7 @@ from ..provenance import check_made_from
 from ..schema import INDICES, LOGITS, METRIC_CE, PER_STEP_METRIC_CE, index_dtype_for
 from ..storage import save_train_split, scratch_dir, split_paths
 from .aligned_sets import (MapSettings, TokenizerSpec, distribution_pass, load_aligner, load_pairs, save_token_pass,
-                           token_pass, token_pass_done)
+                           separator_pair, token_pass, token_pass_done)
 from .vocab_mapping import vocabulary_of
 
 logger = logging.getLogger("align_token_and_vocab")
@@ -76,7 +76,10 @@ def align_stage(stage: AlignStage, record: dict) -> float | None:
             pairs = load_pairs(stage.base_dataset_dir, stage.blending_dataset_dir, ["input_ids"], ["input_ids"],
                                "dataset", stage.dataset_sample_prop)
             matrix, tokenized = token_pass(pairs, stage.base, stage.blending, base_vocab, blending_vocab, settings)
-            save_token_pass(stage.align_type, matrix, tokenized, base_vocab, blending_vocab, *token_files, record)
+            separators = separator_pair(stage.base_dataset_dir, stage.blending_dataset_dir, base_vocab,
+                                        blending_vocab)
+            save_token_pass(stage.align_type, matrix, tokenized, base_vocab, blending_vocab, *token_files, record,
+                            separators)
         if stage.do_distribution_alignment:
             check_token_files(stage, record, ("base_tokenizer", "blending_tokenizer"))
             share = distribution_stage(stage, base_vocab, blending_vocab, settings)

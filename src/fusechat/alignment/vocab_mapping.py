@@ -319,16 +319,27 @@ def ms_mapping(counts, blending: Vocabulary, base: Vocabulary, chunk_size: int =
 
 
 def blending_to_base_mapping(align_type: str, blending: Vocabulary, base: Vocabulary, counts=None,
-                             progress: bool = True) -> list[int] | None:
-    """The mapping file's content for an align method: its vocabulary mapping (MinED, MS), or None."""
+                             progress: bool = True, separators: tuple[int, int] | None = None) -> list[int] | None:
+    """The mapping file's content for an align method: its vocabulary mapping (MinED, MS), or None.
+
+    ``separators``: (blending id, base id) of the tokens that close a turn in the two tokenized sets.
+    When they differ (Gemma's <end_of_turn> against SmolLM2's <|im_end|> under one ChatML template), the
+    one maps to the other, as BOS to BOS and EOS to EOS: by spelling alone they match nothing alike
+    (MS maps <end_of_turn> to a one-letter piece), and the source's wish to end a reply must reach the
+    pivot as its own end of turn.
+    """
     kind = align_method(align_type).mapping
     if kind == "mined":
-        return mined_mapping(blending, base, progress=progress)
-    if kind == "ms":
+        mapping = mined_mapping(blending, base, progress=progress)
+    elif kind == "ms":
         if counts is None:
             raise InputError(f"--align_type {align_type} needs the token alignment count matrix to build its mapping")
-        return ms_mapping(counts, blending, base)
-    return None
+        mapping = ms_mapping(counts, blending, base)
+    else:
+        return None
+    if separators is not None:
+        mapping[separators[0]] = separators[1]
+    return mapping
 
 
 # --- mapping files ---------------------------------------------------------------------------
