@@ -39,7 +39,8 @@ mkdir -p "$LOG_DIR"
 export APPEND_STEPS=1
 
 missing=()
-for name in "$PIVOT" "$SOURCE_0" "$SOURCE_1"; do
+read -r -a demo_sources <<<"${FUSELLM_SOURCES:-$SOURCE_0 $SOURCE_1}"
+for name in "$PIVOT" "${demo_sources[@]}"; do
   [[ -f "$(model_dir "$name")/config.json" ]] || missing+=("$name")
 done
 fixtures_done="$MODELS_DIR"

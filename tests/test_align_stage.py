@@ -10,7 +10,7 @@ from scipy import sparse
 from distribution_alignment_oracle import oracle_align_distribution
 from token_alignment_oracle import literal_align_tokens
 
-from fusechat.alignment.token_alignment import decoded_token_strings
+from fusechat.kernels.dtw import decoded_token_strings
 from fusechat.alignment.vocab_mapping import vocabulary_of
 from fusechat.cli.align_token_and_vocab import main as align
 from fusechat.cli.get_data_representation import main as capture

@@ -33,10 +33,10 @@ REPO = Path(__file__).resolve().parents[1]
 def merge(capsys, *args) -> tuple[int, str]:
     capsys.readouterr()
     try:
-        merge_cli.main([str(a) for a in args])
-    except SystemExit as exc:
-        return exc.code, capsys.readouterr().err
-    return 0, capsys.readouterr().err
+        code = merge_cli.cli([str(a) for a in args])
+    except SystemExit as exc:  # click's usage errors
+        code = exc.code
+    return code, capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fusechat import fixtures
-from fusechat.alignment.token_alignment import align_tokens, token_cost_matrix
+from fusechat.kernels.dtw import align_tokens, token_cost_matrix
 from fusechat.errors import InputError
 from fusechat.fusellm import cli
 from fusechat.fusellm.common import encode_documents, load_stage_tokenizer

@@ -373,3 +373,16 @@ def test_script_reports_bad_input_in_one_line(tmp_path, pivot_path):
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1].startswith("train.py: error: --dataset_name")
 
+
+
+@pytest.mark.slow
+def test_leftover_micro_batches_make_no_update_as_in_the_release(tmp_path, pivot_path, packed):
+    """12.6.5: S = floor(per-rank batches / accumulation). 8 rows in micro-batches of 1, accumulating
+    3: two updates (rows 7 and 8 are left over), the schedule's S is 2; transformers 5 alone would
+    make a third, partial update."""
+    trainer = train.main(command(pivot_path, ",".join(packed), tmp_path / "out", gradient_accumulation_steps=3,
+                                 do_eval=False, evaluation_strategy="no", save_strategy="no", learning_rate=1e-3))
+    steps = [e for e in trainer.state.log_history if "loss" in e]
+    assert len(steps) == trainer.state.global_step == trainer.state.max_steps == 2
+    warmup = math.ceil(0.008 * 2)
+    assert [e["learning_rate"] for e in steps] == pytest.approx([update_lr(u, 1e-3, warmup, 2) for u in range(2)])

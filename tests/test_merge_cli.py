@@ -56,10 +56,10 @@ def load_inputs(models, dtype):
 
 def run_cli(capsys, *args):
     try:
-        cli.main([str(a) for a in args])
-    except SystemExit as exc:
-        return exc.code, capsys.readouterr().err
-    return 0, capsys.readouterr().err
+        code = cli.cli([str(a) for a in args])
+    except SystemExit as exc:  # click's usage errors
+        code = exc.code
+    return code, capsys.readouterr().err
 
 
 def assert_carries_pivot_tokenizer(out: Path, pivot: Path):

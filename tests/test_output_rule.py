@@ -471,9 +471,8 @@ def test_merge_refuses_a_model_with_truncated_weights(capsys, tmp_path, pivot_pa
         {"model": str(pivot_path), "parameters": {"weight": 0.5}}, {"model": str(target), "parameters": {"weight": 0.5}}]}))
     before = snapshot(tmp_path)
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        merge_cli.main([str(config), str(tmp_path / "merged")])
-    assert_one_error(exit_info.value.code, capsys.readouterr().err,
+    code = merge_cli.cli([str(config), str(tmp_path / "merged")])
+    assert_one_error(code, capsys.readouterr().err,
                      f"{config}: model {target}: damaged weights file model.safetensors", "fusechat-merge")
     assert snapshot(tmp_path) == before
 

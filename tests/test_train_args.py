@@ -20,13 +20,25 @@ def test_published_flags_are_rewritten_with_one_notice_each():
         assert sum(old in notice for notice in notices) == 1
     assert flag_value(out, "--eval_strategy") == "no"
     assert flag_value(out, "--warmup_steps") == "0.03"
-    assert flag_value(out, "--activation_checkpointing") == "True"
+    # Under FSDP the Trainer's checkpointing becomes FSDP's own (no redundant AllGather in backward).
+    assert "--activation_checkpointing" not in out
     assert "full_shard auto_wrap" not in out and "--fsdp" in out
     assert json.loads(flag_value(out, "--fsdp_config")) == {
-        "transformer_layer_cls_to_wrap": ["MistralDecoderLayer"], "reshard_after_forward": True}
+        "transformer_layer_cls_to_wrap": ["MistralDecoderLayer"], "reshard_after_forward": True,
+        "activation_checkpointing": True}
     assert len(notices) == 5
     # Everything else is passed on untouched.
     assert flag_value(out, "--lm_loss_weight") == "0.9" and "--do_fuse" in out
+
+
+@pytest.mark.parametrize("value,expected", [("True", True), ("False", None)])
+def test_checkpointing_under_fsdp_is_fsdp_config_entry(value, expected):
+    out, notices = translate_legacy_flags(["--fsdp", "--gradient_checkpointing", value])
+    assert "--gradient_checkpointing" not in out and "--activation_checkpointing" not in out
+    config = json.loads(flag_value(out, "--fsdp_config") or "{}")
+    assert config.get("activation_checkpointing") is expected
+    out, _ = translate_legacy_flags(["--fsdp", "false", "--gradient_checkpointing", "True"])  # FSDP off
+    assert flag_value(out, "--activation_checkpointing") == "True" and "--fsdp_config" not in out
 
 
 def test_the_parser_accepts_every_published_flag():

@@ -5,9 +5,4 @@
 Run with --help for every flag; the work is done by fusechat.eval.
 """
 
-import sys
-
-from fusechat.eval.cli import gen_alpaca_eval
-
-if __name__ == "__main__":
-    sys.exit(gen_alpaca_eval())
+if __name__ == "__main__": from fusechat.eval.cli import gen_alpaca_eval; raise SystemExit(gen_alpaca_eval())

@@ -5,9 +5,4 @@
 Run with --help for every flag; the work is done by fusechat.eval.
 """
 
-import sys
-
-from fusechat.eval.cli import gen_model_answer
-
-if __name__ == "__main__":
-    sys.exit(gen_model_answer())
+if __name__ == "__main__": from fusechat.eval.cli import gen_model_answer; raise SystemExit(gen_model_answer())

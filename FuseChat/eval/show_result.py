@@ -5,9 +5,4 @@
 Run with --help for every flag; the work is done by fusechat.eval.
 """
 
-import sys
-
-from fusechat.eval.cli import show_result
-
-if __name__ == "__main__":
-    sys.exit(show_result())
+if __name__ == "__main__": from fusechat.eval.cli import show_result; raise SystemExit(show_result())

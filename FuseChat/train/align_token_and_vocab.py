@@ -32,8 +32,4 @@ The distribution pass reads each row's token alignment from the token pass's tok
 flag --model_max_length is accepted and has no effect (a warning says so).
 """
 
-from fusechat.cli.align_token_and_vocab import main
-from fusechat.errors import run_cli
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main, prog="align_token_and_vocab.py"))
+if __name__ == "__main__": from fusechat.cli.align_token_and_vocab import cli; raise SystemExit(cli())

@@ -5,8 +5,4 @@
       --output_data_dir aligned_representations/openchat_3.5_qwen_representation_split0_fnan
 """
 
-from fusechat.cli.filter_nan import main
-from fusechat.errors import run_cli
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main, prog="filter_nan.py"))
+if __name__ == "__main__": from fusechat.cli.filter_nan import cli; raise SystemExit(cli())

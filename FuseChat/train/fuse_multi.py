@@ -7,8 +7,4 @@
       --dataset_dir aligned_representations/p_c_split0_fnan --dataset_save_dir out --mode add-new
 """
 
-from fusechat.cli.fuse_multi import main
-from fusechat.errors import run_cli
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main, prog="fuse_multi.py"))
+if __name__ == "__main__": from fusechat.cli.fuse_multi import cli; raise SystemExit(cli())

@@ -11,8 +11,4 @@
       --device_map auto --get_representation
 """
 
-from fusechat.cli.get_data_representation import main
-from fusechat.errors import run_cli
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main, prog="get_data_representation.py"))
+if __name__ == "__main__": from fusechat.cli.get_data_representation import cli; raise SystemExit(cli())

@@ -7,8 +7,4 @@
       --preprocessing_num_workers 64 --batch_size 1000 --replace_model source
 """
 
-from fusechat.cli.replace_model import main
-from fusechat.errors import run_cli
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main, prog="replace_model.py"))
+if __name__ == "__main__": from fusechat.cli.replace_model import cli; raise SystemExit(cli())

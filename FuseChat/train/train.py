@@ -21,9 +21,4 @@ On a CPU, leave out --bf16, --fsdp*, --tf32 and add --use_cpu True. Without --do
 trains plain SFT: on a representation set with --train_baseline, else on a JSON corpus.
 """
 
-import sys
-
-from fusechat.training.run import cli
-
-if __name__ == "__main__":
-    sys.exit(cli())
+if __name__ == "__main__": from fusechat.training.run import cli; raise SystemExit(cli())

@@ -21,9 +21,4 @@ torchrun --nproc_per_node N ./src/train.py ... works as well. On a CPU, leave ou
 --bf16, --tf32 and --use_flash_attn and add --use_cpu True.
 """
 
-import sys
-
-from fusechat.fusellm.train import cli
-
-if __name__ == "__main__":
-    sys.exit(cli())
+if __name__ == "__main__": from fusechat.fusellm.train import cli; raise SystemExit(cli())

@@ -19,7 +19,6 @@ import argparse
 import csv
 import json
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +85,7 @@ def is_dataset(path: str) -> bool:
 
 def positions_carrying_source(dataset) -> tuple[int, int]:
     """(positions whose fused entry is the source's distribution, all positions)."""
-    from .alignment.aligned_sets import carried_positions
+    from .kernels.distribution import carried_positions
     from .schema import FUSED_INDICES, FUSED_LOGITS
 
     carried = total = 0
@@ -101,11 +100,11 @@ def source_wins(dataset) -> tuple[int, int]:
     """(rows whose training target is the source's distribution under MinCE, rows)."""
     from .fused_sets import metric_values
     from .schema import FUSED_METRIC_CE, METRIC_CE
-    from .training.fuse_loss import mince_use_source
+    from .training.collator import source_wins as mince_source_wins
 
     if len(dataset) == 0:
         return 0, 0
-    wins = mince_use_source(metric_values(dataset, METRIC_CE), metric_values(dataset, FUSED_METRIC_CE))
+    wins = mince_source_wins(metric_values(dataset, METRIC_CE), metric_values(dataset, FUSED_METRIC_CE))
     return int(wins.sum()), len(dataset)
 
 
@@ -283,5 +282,10 @@ def main(argv: list[str] | None = None) -> None:
         print(format_summary(summary, answer, heldout))
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """Entry point of python -m fusechat.demo (the drivers' helper)."""
+    return run_cli(main, argv, prog="python -m fusechat.demo")
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, sys.argv[1:]))
+    raise SystemExit(cli())

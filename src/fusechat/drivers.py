@@ -91,5 +91,10 @@ def main(argv: list[str] | None = None) -> None:
         write_local_recipe(args.recipe, args.out, args.pivot, split_paths(args.targets))
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """Entry point of python -m fusechat.drivers (the drivers' helper)."""
+    return run_cli(main, argv, prog="python -m fusechat.drivers")
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, prog="python -m fusechat.drivers"))
+    raise SystemExit(cli())

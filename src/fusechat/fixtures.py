@@ -31,7 +31,7 @@ from functools import partial
 from pathlib import Path
 
 from .errors import InputError, run_cli
-from .gguf_models import GGUF_MODELS, build_gguf_model
+from .gguf_models import REAL_MODELS, build_gguf_model
 from .modeling import is_saved_model, save_tokenizer
 from .storage import atomic_dir, build_once
 
@@ -193,6 +193,7 @@ class TokenizerKind:
     template: str
 
 
+# A new fixture tokenizer is one entry here; build_tokenizer(kind) then builds and caches it.
 TOKENIZER_KINDS = {
     "openchat": TokenizerKind(partial(sentencepiece_tokenizer, MISTRAL_V1, tuple(OPENCHAT_SPECIAL_TOKENS),
                                       "<|end_of_turn|>"), "openchat_3.5"),
@@ -205,11 +206,6 @@ TOKENIZER_KINDS = {
                                "internlm2"),
     "qwen": TokenizerKind(qwen_tokenizer, "qwen"),
 }
-
-
-def register_tokenizer_kind(name: str, build, template: str) -> None:
-    """Add a fixture tokenizer kind (``build()`` returns the tokenizer); ``build_tokenizer(name)`` then builds it."""
-    TOKENIZER_KINDS[name] = TokenizerKind(build, template)
 
 
 def _build_tokenizer_into(kind: str, path: Path) -> None:
@@ -302,7 +298,7 @@ FUSELLM_TINY_MODELS = {
                       initializer_range=0.21, eos_token="<|endoftext|>", logit_width=151936),
     ]
 }
-FUSELLM_PIVOT, FUSELLM_SOURCE_0, FUSELLM_SOURCE_1 = FUSELLM_TINY_MODELS
+FUSELLM_PIVOT = next(iter(FUSELLM_TINY_MODELS))
 
 
 def build_tokenizer(kind: str, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -346,16 +342,17 @@ def _model_config(spec: TinyModelSpec, vocab_size: int, tok):
 
 
 def build_tiny_model(name: str, out_dir: str | os.PathLike | None = None,
-                     cache_dir: str | os.PathLike | None = None) -> Path:
+                     cache_dir: str | os.PathLike | None = None, wheels: str | os.PathLike | None = None) -> Path:
     """Build (once) a tiny random-weight model with its real tokenizer; return its folder.
 
-    Without ``out_dir`` the model goes into the fixture cache.
+    Without ``out_dir`` the model goes into the fixture cache. The real models of gguf_models.py are
+    converted instead (``wheels``: a folder holding their wheels, see gguf_models.wheel_folder).
     """
-    if name in GGUF_MODELS:  # a real model converted from a pip wheel's GGUF file (gguf_models.py)
-        return build_gguf_model(name, out_dir, cache_dir or default_cache_dir())
+    if name in REAL_MODELS:  # a real model converted from a pip wheel's GGUF file (gguf_models.py)
+        return build_gguf_model(name, out_dir, cache_dir or default_cache_dir(), wheels)
     specs = {**TINY_MODELS, **FUSELLM_TINY_MODELS}
     if name not in specs:
-        raise InputError(f"unknown fixture model {name!r}; choose from {sorted(specs) + sorted(GGUF_MODELS)}")
+        raise InputError(f"unknown fixture model {name!r}; choose from {sorted(specs) + sorted(REAL_MODELS)}")
     spec = specs[name]
     path = Path(out_dir) if out_dir else Path(cache_dir or default_cache_dir()) / f"{name}-{spec.cache_key}"
     return build_once(path, lambda: is_saved_model(path), lambda: _build_tiny_model_into(spec, path, cache_dir))
@@ -387,7 +384,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build the offline tiny fixture models.")
     parser.add_argument("--out", default="models", help="folder that receives one sub-folder per model")
     parser.add_argument("--models", default=",".join(TINY_MODELS),
-                        help=f"comma-separated fixture names (also: {', '.join(GGUF_MODELS)})")
+                        help=f"comma-separated fixture names (also the real models: {', '.join(REAL_MODELS)})")
+    parser.add_argument("--wheels", default=None,
+                        help="folder holding the wheels of gemma-3-270m's GGUF parts, only read (default: "
+                             "$FUSECHAT_WHEEL_DIR, else wheels/ in the fixture cache, downloaded there by pip)")
     parser.add_argument("--recipe", action="store_true",
                         help="build the stand-ins of the published recipe under its folder names (openchat_3.5, "
                              "Starling-LM-7B-alpha, ..., Qwen1.5-72B-Chat), for scripts/pipeline.sh's defaults")
@@ -397,14 +397,12 @@ def main(argv: list[str] | None = None) -> None:
             print(build_tiny_model(name, Path(args.out) / folder))
         return
     for name in args.models.split(","):
-        print(build_tiny_model(name, Path(args.out) / name))
+        print(build_tiny_model(name, Path(args.out) / name, wheels=args.wheels))
 
 
-def cli() -> int:
+def cli(argv: list[str] | None = None) -> int:
     """Entry point of fusechat-fixtures: bad input (a missing wheel, an unknown name) is one clear line."""
-    import sys
-
-    return run_cli(main, sys.argv[1:], prog="fusechat-fixtures")
+    return run_cli(main, argv, prog="fusechat-fixtures")
 
 
 if __name__ == "__main__":

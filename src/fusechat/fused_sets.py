@@ -3,7 +3,7 @@
 * ``replace_columns``: same-vocabulary sources (replace_model): the source's distributions become the
   pivot rows' fused columns, or (``pivot`` mode) overwrite the pivot's own columns.
 * ``nan_rows`` / ``drop_rows``: filter_nan.
-* ``mince_choice`` / ``select_fused``: fuse_multi, FuseLLM's multi-source MinCE (``fuse-all-mince``)
+* ``lowest_metric_choice`` / ``select_fused``: fuse_multi, FuseLLM's multi-source MinCE (``fuse-all-mince``)
   and plugging in a new source (``add-new``).
 
 All work on Arrow columns, never on Python loops over rows.
@@ -18,6 +18,7 @@ import numpy as np
 
 from .arrow import arrow_column, without_indices_mapping
 from .errors import InputError
+from .kernels.teacher_rules import mince_choice
 from .schema import (
     FUSED_COLUMNS, FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, IGNORE_INDEX, INDICES, LOGITS, METRIC_CE,
     PER_STEP_METRIC_CE, REPRESENTATION_COLUMNS, TOKEN_COLUMNS, check_same_conversations,
@@ -177,10 +178,14 @@ def drop_rows(dataset, rows: np.ndarray):
     return dataset.select(keep)
 
 
-def mince_choice(metrics: list[np.ndarray]) -> np.ndarray:
-    """Per row, the index of the lowest metric (NaN counts as 1e5; ties to the earlier one)."""
-    stacked = np.nan_to_num(np.stack(metrics), nan=NAN_AS)
-    return np.argmin(stacked, axis=0)
+def lowest_metric_choice(metrics: list[np.ndarray]) -> np.ndarray:
+    """Per row, the index of the set with the lowest metric (NaN counts as 1e5; ties to the earlier
+    set): the MinCE teacher rule on the rewards -CE (the rule only ranks them; the float64 CEs are
+    compared as they are, not as bf16 rewards)."""
+    import torch
+
+    rewards = -torch.from_numpy(np.nan_to_num(np.stack(metrics, axis=-1), nan=NAN_AS))
+    return mince_choice(rewards, pivot_is_candidate=True).numpy()  # ties: the first maximum
 
 
 def select_fused(datasets, names: list[str], choice: np.ndarray, chunk_rows: int = 1024):
@@ -237,5 +242,5 @@ def fuse_by_mince(datasets, names: list[str]):
         require_columns(ds, FUSED_COLUMNS, name)
     for ds, name in zip(datasets[1:], names[1:]):  # MinCE compares row r of every set: same conversations
         check_same_conversations(datasets[0], ds, names[0], name)
-    choice = mince_choice([metric_values(ds, FUSED_METRIC_CE, name) for ds, name in zip(datasets, names)])
+    choice = lowest_metric_choice([metric_values(ds, FUSED_METRIC_CE, name) for ds, name in zip(datasets, names)])
     return select_fused(datasets, names, choice), np.bincount(choice, minlength=len(datasets))

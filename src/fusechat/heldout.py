@@ -21,7 +21,6 @@ teacher's own reply CE (in its own tokens).
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import torch
 
 from .errors import InputError, run_cli
 from .schema import FUSED_INDICES, FUSED_LOGITS
-from .training.fuse_loss import next_label_mask, next_token_ids, target_probabilities
+from .kernels.losses import next_label_mask, next_token_ids, target_probabilities
 
 TEACHER_LABEL = "teacher"
 
@@ -105,7 +104,7 @@ def measure_model(model_dir: str, dataset, with_teacher: bool, where: str) -> di
     """The held-out measures of one model folder over the rows of a saved set (one row per forward)."""
     from tqdm import tqdm
 
-    from .alignment.aligned_sets import carried_flags
+    from .kernels.distribution import carried_flags
     from .modeling import check_model_path, load_causal_lm, output_vocab_size
 
     check_model_path(model_dir, "--models")
@@ -209,5 +208,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{label}: reply CE {m['reply_ce']:.4f}, CE against the teacher {teacher}")
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """Entry point of python -m fusechat.heldout (the drivers' helper)."""
+    return run_cli(main, argv, prog="python -m fusechat.heldout")
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, sys.argv[1:]))
+    raise SystemExit(cli())

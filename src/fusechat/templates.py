@@ -15,12 +15,14 @@ where the released train.py overrides it (:func:`turn_separator`).
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .errors import InputError
 
 EOS = "{eos}"  # stands for the tokenizer's own end-of-sequence token
-USER, ASSISTANT, SYSTEM = "user", "assistant", "system"
+USER, ASSISTANT = "user", "assistant"
 
 
 @dataclass(frozen=True)
@@ -199,50 +201,66 @@ def generation_prompt_ids(tokenizer, template: ChatTemplate, messages: list[tupl
     return tokenizer(text, add_special_tokens=True)["input_ids"]
 
 
-# The released train.py closes turns with these instead of the tokenizer's eos (DESIGN.md 3).
-FAMILY_SEPARATORS = {"internlm2": "<|im_end|>", "llama-3": "<|eot_id|>", "gemma": "<end_of_turn>", "yuan": "<sep>"}
+@dataclass(frozen=True)
+class ModelFamily:
+    """A kind of model, recognised from its config and vocabulary (the released code looks for a
+    substring of the model's path; a path says nothing reliable, the config does)."""
+
+    name: str
+    # (names, vocab) -> bool; names: config.json's model_type and architectures, lowercased.
+    matches: Callable[[list[str], Collection[str]], bool]
+    separator: str | None = None  # closes turns instead of the tokenizer's eos (the released train.py)
+    template: str | None = None  # its conversation template, for a tokenizer without a chat template
 
 
-def model_family(config: dict, vocab) -> str | None:
-    """The family of FAMILY_SEPARATORS a model belongs to, from its config (``model_type`` and
-    ``architectures``, as config.json spells them) and its tokenizer's vocabulary; None for the others.
+FAMILIES: list[ModelFamily] = []  # the first family that matches wins
 
-    The released code looks for a substring of the model's path; a path says nothing reliable, the
-    config does. Llama-3 shares ``model_type`` "llama" with Llama-2, so its tokenizer decides.
-    """
+
+def register_family(family: ModelFamily) -> ModelFamily:
+    """Add a family ahead of the built-in ones (so a more specific rule can take over a model)."""
+    if family.template is not None:
+        get_template(family.template)  # an unknown template fails here, not at first use
+    FAMILIES.insert(0, family)
+    return family
+
+
+for _f in reversed([
+    ModelFamily("internlm2", lambda names, vocab: any("internlm2" in n for n in names), "<|im_end|>", "internlm2"),
+    ModelFamily("gemma", lambda names, vocab: any(n.startswith("gemma") for n in names), "<end_of_turn>", "gemma"),
+    ModelFamily("yuan", lambda names, vocab: any(n.startswith("yuan") for n in names), "<sep>"),
+    # Llama-3 shares model_type "llama" with Llama-2, so its tokenizer decides.
+    ModelFamily("llama-3", lambda names, vocab: "<|eot_id|>" in vocab, "<|eot_id|>", "llama-3"),
+]):
+    register_family(_f)
+
+
+def model_family(config: dict, vocab) -> ModelFamily | None:
+    """The first family of :data:`FAMILIES` that matches a model's config (``model_type`` and
+    ``architectures``, as config.json spells them) and its tokenizer's vocabulary; None for the others."""
     names = [str(config.get("model_type") or "").lower()]
     names += [str(a).lower() for a in config.get("architectures") or []]
-    if any("internlm2" in n for n in names):
-        return "internlm2"
-    if any(n.startswith("gemma") for n in names):
-        return "gemma"
-    if any(n.startswith("yuan") for n in names):
-        return "yuan"
-    if "<|eot_id|>" in vocab:
-        return "llama-3"
-    return None
+    return next((family for family in FAMILIES if family.matches(names, vocab)), None)
 
 
 def turn_separator(tokenizer, config: dict | None = None, override: str | None = None) -> str:
     """The token that closes a turn in the rendered conversations (``{eos}`` of the templates).
 
-    ``override`` (``--separator``) wins; else the family's separator of the released train.py
-    (``<|im_end|>`` InternLM2, ``<|eot_id|>`` Llama-3, ``<end_of_turn>`` Gemma, ``<sep>`` Yuan); else
-    the tokenizer's eos.
+    ``override`` (``--separator``) wins; else the separator of the model's family (:data:`FAMILIES`:
+    ``<|im_end|>`` InternLM2, ``<|eot_id|>`` Llama-3, ``<end_of_turn>`` Gemma, ``<sep>`` Yuan, as the
+    released train.py); else the tokenizer's eos.
     """
     if override:
         return override
     vocab = tokenizer.get_vocab()
     family = model_family(config or {}, vocab)
-    if family is None:
+    if family is None or family.separator is None:
         if tokenizer.eos_token is None:
             raise InputError("the tokenizer has no eos token to close turns with; pass --separator")
         return tokenizer.eos_token
-    separator = FAMILY_SEPARATORS[family]
-    if separator not in vocab:
-        raise InputError(f"a {family} model closes turns with {separator}, which its tokenizer does not have; "
-                         "pass --separator")
-    return separator
+    if family.separator not in vocab:
+        raise InputError(f"a {family.name} model closes turns with {family.separator}, which its tokenizer does "
+                         "not have; pass --separator")
+    return family.separator
 
 
 def tokenizer_adds_bos(tokenizer) -> bool:
@@ -280,33 +298,3 @@ def chat_template_jinja(template: ChatTemplate, eos_token: str, add_bos: bool = 
         "{% if add_generation_prompt %}" + lit(generation_marker(template, eos_token)) + "{% endif %}"
     )
     return "".join(parts)
-
-
-def register_with_fastchat() -> None:
-    """Make every template known to fschat's registry too (FastChat's own tools look there)."""
-    from fastchat.conversation import Conversation, SeparatorStyle, conv_templates, register_conv_template
-
-    for template in {t.name: t for t in TEMPLATES.values()}.values():
-        if template.name in conv_templates or (template.fastchat_name in conv_templates):
-            continue
-        # fschat renders its system template even for an empty message, so a template without a
-        # default system prompt registers a bare one.
-        chatml = template.user_prefix.startswith("<|im_start|>")
-        if template.default_system:
-            system_template = template.system_template.replace("{system}", "{system_message}")
-            if chatml:  # fschat's CHATML style appends the <|im_end|>\n itself
-                system_template = "<|im_start|>system\n{system_message}"
-        else:
-            system_template = "{system_message}"
-        if chatml:
-            conv = Conversation(name=template.name, system_template=system_template,
-                                system_message=template.default_system,
-                                roles=("<|im_start|>user", "<|im_start|>assistant"),
-                                sep_style=SeparatorStyle.CHATML, sep="<|im_end|>")
-        else:
-            conv = Conversation(name=template.name, system_template=system_template,
-                                system_message=template.default_system,
-                                roles=(template.user_prefix, template.assistant_prefix),
-                                sep_style=SeparatorStyle.NO_COLON_SINGLE,
-                                sep=template.assistant_close + template.after_assistant)
-        register_conv_template(conv)

@@ -11,8 +11,4 @@ Run once per model (pivot and both sources) and per shard i = 0..7:
       --top_k_logits 10 --save_per_token_metric
 """
 
-from fusechat.errors import run_cli
-from fusechat.fusellm.cli import forward_for_logits_main
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(forward_for_logits_main, prog="forward_for_logits.py"))
+if __name__ == "__main__": from fusechat.fusellm.cli import forward_for_logits_cli; raise SystemExit(forward_for_logits_cli())

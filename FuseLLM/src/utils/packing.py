@@ -7,8 +7,4 @@
       --metric_level sequence
 """
 
-from fusechat.errors import run_cli
-from fusechat.fusellm.cli import packing_main
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(packing_main, prog="packing.py"))
+if __name__ == "__main__": from fusechat.fusellm.cli import packing_cli; raise SystemExit(packing_cli())

@@ -8,8 +8,4 @@
       --cache_dir .cache --block_size 2048 --preprocessing_num_workers 80
 """
 
-from fusechat.errors import run_cli
-from fusechat.fusellm.cli import split_long_text_main
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(split_long_text_main, prog="split_long_text.py"))
+if __name__ == "__main__": from fusechat.fusellm.cli import split_long_text_cli; raise SystemExit(split_long_text_cli())

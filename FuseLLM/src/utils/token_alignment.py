@@ -14,8 +14,4 @@ Source 0 on the pivot set, then source 1 on run 0's output, per shard i:
       --metric_level sequence
 """
 
-from fusechat.errors import run_cli
-from fusechat.fusellm.cli import token_alignment_main
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(token_alignment_main, prog="token_alignment.py"))
+if __name__ == "__main__": from fusechat.fusellm.cli import token_alignment_cli; raise SystemExit(token_alignment_cli())

@@ -10,8 +10,4 @@ Run once per source:
       --cache_dir .cache --model_max_length 2048 --vocab_mapping_type default --num_process 1
 """
 
-from fusechat.errors import run_cli
-from fusechat.fusellm.cli import vocab_mapping_main
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(vocab_mapping_main, prog="vocab_mapping.py"))
+if __name__ == "__main__": from fusechat.fusellm.cli import vocab_mapping_cli; raise SystemExit(vocab_mapping_cli())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..errors import run_cli
 from ..fused_sets import without_nan_rows
 from ..provenance import add_accept_flag, check_recorded
 from ..storage import check_output_file, check_set_output, load_train_splits, save_train_split, split_paths
@@ -34,3 +35,8 @@ def main(argv=None) -> None:
     if ids:
         logger.info("the dropped conversation ids are listed in %s", report)
     save_train_split(kept, args.output_data_dir, args.preprocessing_num_workers, ids_from=names, kind="filtered")
+
+
+def cli(argv=None) -> int:
+    """Entry point of FuseChat/train/filter_nan.py and fusechat-filter-nan."""
+    return run_cli(main, argv, prog="filter_nan.py")

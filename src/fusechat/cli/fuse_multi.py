@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..errors import InputError
+from ..errors import InputError, run_cli
 from ..fused_sets import fuse_by_mince
 from ..provenance import add_accept_flag, check_recorded
 from ..storage import check_set_output, load_train_splits, save_train_split, split_paths
@@ -47,3 +47,8 @@ def main(argv=None) -> None:
     for name, count in zip(names, counts):
         print(f"fuse_multi: {count} of {len(fused)} rows take the fused distribution of {name}")
     save_train_split(fused, args.dataset_save_dir, args.preprocessing_num_workers, ids_from=names, kind="fused")
+
+
+def cli(argv=None) -> int:
+    """Entry point of FuseChat/train/fuse_multi.py and fusechat-fuse-multi."""
+    return run_cli(main, argv, prog="fuse_multi.py")

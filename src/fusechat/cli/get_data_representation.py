@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from .. import data, provenance
-from ..errors import InputError
+from ..errors import InputError, run_cli
 from ..modeling import load_tokenizer, model_turn_separator
 from ..representation import CaptureOptions
 from ..representation_sets import (capture_model, dropped_report_path, save_representations, skipped_report_path,
@@ -85,3 +85,8 @@ def main(argv=None) -> None:
         save_representations(tokenized, options, model, tokenizer.pad_token_id, args.dataset_save_dir,
                              provenance.derived_record(dict(record, top_k_logits=args.top_k_logits),
                                                        "representation", [args.tknz_dataset_path]))
+
+
+def cli(argv=None) -> int:
+    """Entry point of FuseChat/train/get_data_representation.py and fusechat-get-data-representation."""
+    return run_cli(main, argv, prog="get_data_representation.py")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import run_cli
 from ..fused_sets import concatenate, replace_columns
 from ..provenance import add_accept_flag, check_recorded
 from ..storage import check_set_output, load_train_splits, save_train_split, split_paths
@@ -32,3 +33,8 @@ def main(argv=None) -> None:
                              ",".join(pivot_names), ",".join(source_names))
     save_train_split(result, args.dataset_save_dir, args.preprocessing_num_workers,
                      ids_from=source_names if args.replace_model == "pivot" else pivot_names, kind="replaced")
+
+
+def cli(argv=None) -> int:
+    """Entry point of FuseChat/train/replace_model.py and fusechat-replace-model."""
+    return run_cli(main, argv, prog="replace_model.py")

@@ -25,9 +25,9 @@ from typing import Callable
 from tqdm import tqdm
 
 from ..errors import InputError
-from ..modeling import check_model_path, load_causal_lm, load_tokenizer, model_turn_separator
+from ..modeling import check_model_path, load_causal_lm, load_tokenizer, model_turn_separator, read_model_config
 from ..storage import atomic_file, check_writable
-from ..templates import ASSISTANT, TEMPLATES, USER, generation_prompt_ids, get_template
+from ..templates import ASSISTANT, TEMPLATES, USER, generation_prompt_ids, get_template, model_family
 from .jsonl import JsonlAppender, read_jsonl_if_exists
 from .questions import category_temperature, load_questions, validate_answer
 
@@ -50,11 +50,17 @@ class PromptFormat:
 
 def resolve_prompt_format(tokenizer, conv_temp: str | None, model_path: str = "",
                           separator: str | None = None) -> PromptFormat:
-    """``conv_temp`` if given, else the tokenizer's chat template; neither is an :class:`InputError`.
+    """``conv_temp`` if given, else the tokenizer's chat template, else the template of the model's
+    family (``templates.FAMILIES``); none of them is an :class:`InputError`.
 
     With ``conv_temp`` turns close with ``separator``, by default the model's (``modeling.model_turn_separator``).
     """
     stop_ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    if not conv_temp and not getattr(tokenizer, "chat_template", None) and model_path:
+        family = model_family(read_model_config(model_path), tokenizer.get_vocab())
+        conv_temp = family.template if family else None
+        if conv_temp:
+            logger.info("%s: no chat template; using %s, the template of its family", model_path, conv_temp)
     if conv_temp:
         template = get_template(conv_temp)
         if model_path:

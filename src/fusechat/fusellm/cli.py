@@ -1,6 +1,7 @@
 """Command lines of the FuseLLM data stages (DESIGN.md 12.1-12.5), with the released flags.
 
-The scripts ``FuseLLM/src/utils/<stage>.py`` run these through ``fusechat.errors.run_cli``. Flags
+Per stage: a parser, ``<stage>_main(argv)`` (parse, check, call the library) and ``<stage>_cli``, the
+entry point of ``FuseLLM/src/utils/<stage>.py`` and of the console script ``fusellm-<stage>``. Flags
 the released scripts take but that change nothing here are accepted and say so in their help.
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import InputError
+from ..errors import InputError, run_cli
 from ..provenance import add_accept_flag, check_recorded, check_sets_tokenizer
 from ..storage import check_output_dir, check_output_file, split_paths
 
@@ -26,10 +27,13 @@ def check_sets_of_models(pairs: list[tuple[str, str, str]], accept: bool, cache_
 
 def split_long_text_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="split_long_text.py", description="Split texts longer than block_size - 48 "
-                                "tokens for any of the three tokenizers (DESIGN.md 12.1).")
+                                "tokens for any of the tokenizers (DESIGN.md 12.1).")
     p.add_argument("--base_model_name_or_path", required=True)
     p.add_argument("--blending_model_name_or_path", required=True)
-    p.add_argument("--another_blending_model_name_or_path", required=True)
+    p.add_argument("--another_blending_model_name_or_path", default=None,
+                   help="the second source (the release's MPT); leave out for a single source")
+    p.add_argument("--extra_blending_model_name_or_path", nargs="+", default=[],
+                   help="any further sources, in source order (ties of the longest tokenization go to earlier models)")
     p.add_argument("--dataset", required=True, help="a DatasetDict saved with save_to_disk, column 'text'")
     p.add_argument("--dataset_save_dir", required=True)
     p.add_argument("--cache_dir", default=None)
@@ -43,7 +47,9 @@ def split_long_text_main(argv=None) -> None:
     from .split_long_text import split_long_texts
 
     args = split_long_text_parser().parse_args(argv)
-    models = [args.base_model_name_or_path, args.blending_model_name_or_path, args.another_blending_model_name_or_path]
+    models = [args.base_model_name_or_path, args.blending_model_name_or_path, args.another_blending_model_name_or_path,
+              *args.extra_blending_model_name_or_path]
+    models = [m for m in models if m is not None]
     check_output_dir(args.dataset_save_dir, "--dataset_save_dir", [args.dataset, *models])
     record = {"kind": "fusellm_text", "inputs": [args.dataset], "models": models, "block_size": args.block_size,
               "sample_prop": args.dataset_sample_prop}
@@ -190,3 +196,25 @@ def packing_main(argv=None) -> None:
     check_recorded([args.dataset_dir], "--dataset_dir", args.accept_sets_without_provenance)
     pack_dataset_dict(args.dataset_dir, args.dataset_save_dir, args.model_max_length,
                       args.preprocessing_num_workers, args.batch_size, args.fiter_nan, args.metric_level)
+
+
+# --- entry points -----------------------------------------------------------------------------
+
+def split_long_text_cli(argv=None) -> int:
+    return run_cli(split_long_text_main, argv, prog="split_long_text.py")
+
+
+def forward_for_logits_cli(argv=None) -> int:
+    return run_cli(forward_for_logits_main, argv, prog="forward_for_logits.py")
+
+
+def vocab_mapping_cli(argv=None) -> int:
+    return run_cli(vocab_mapping_main, argv, prog="vocab_mapping.py")
+
+
+def token_alignment_cli(argv=None) -> int:
+    return run_cli(token_alignment_main, argv, prog="token_alignment.py")
+
+
+def packing_cli(argv=None) -> int:
+    return run_cli(packing_main, argv, prog="packing.py")

@@ -1,15 +1,17 @@
 """Batches of packed FuseLLM rows with their teacher targets (DESIGN.md 12.6.2).
 
-Token columns are padded as FuseChat's collator pads them (to the batch's longest row, capped at
-``max_length``: padding is masked out of both losses, so padding every row to 2048 as the
-reference does changes nothing). Each teacher's lists become [B, T, K] tensors with the rule of
-12.6.2: an EMPTY aligned list takes the pivot's list at that position. The fusion function of
-:mod:`fusechat.fusellm.distill` then gives one sparse target per position:
+Token columns are padded as FuseChat's collator pads them (:func:`fusechat.kernels.topk.token_batch`:
+to the batch's longest row, capped at ``max_length``; padding is masked out of both losses, so
+padding every row to 2048 as the reference does changes nothing). Each teacher's lists become
+[B, T, K] tensors with the rule of 12.6.2: an EMPTY aligned list takes the pivot's list at that
+position. The fusion function of :mod:`fusechat.fusellm.distill` then gives one sparse target per
+position:
 
     target_ids [B, T, U] int64, target_probs [B, T, U] float32 (bf16 values), target_mask [B, T, U]
 
-plus ``teacher_choice`` [B] (index into :data:`TEACHERS`, -1 for the weighted mode) and
-``teacher_reward`` [B] (r of the ``soft`` types).
+plus ``teacher_choice`` [B] (the chosen teacher's :func:`~fusechat.fusellm.distill.teacher_index`:
+0 for the pivot, k + 1 for source k; -1 for the weighted mode) and ``teacher_reward`` [B] (r of the
+``soft`` types). The candidates are the pivot and any number of sources.
 """
 
 from __future__ import annotations
@@ -21,13 +23,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ..errors import InputError
 from ..arrow import column_array, list_lengths
-from ..training.collator import TopK, TrainCollator, as_table, topk_targets
-from .distill import (PIVOT, greater_choice, select_rows, soft_reward, teacher_columns, teacher_name,
-                      teacher_logits, teacher_probabilities, teacher_rewards, weighted_union, weighted_weights)
+from ..kernels.topk import TopK, as_table, token_batch, topk_targets
+from .distill import (PIVOT, fusion_rule, mince_choice, select_rows, teacher_columns, teacher_index, teacher_name,
+                      teacher_logits, teacher_probabilities, teacher_rewards, weighted_union)
 
-TEACHERS = (PIVOT, "0", "1")
+PUBLISHED_CANDIDATES = (PIVOT, "0", "1")  # the release's three teachers
 TARGET_KEYS = ("target_ids", "target_probs", "target_mask", "teacher_choice", "teacher_reward")
 
 
@@ -35,23 +36,23 @@ TARGET_KEYS = ("target_ids", "target_probs", "target_mask", "teacher_choice", "t
 class DistillCollator:
     """Collate packed rows; with ``mode`` ("greater" / "weighted") also build the distill target.
 
-    candidates: the teachers in play, in candidate order, e.g. ("pivot", "0", "1").
+    candidates: the teachers in play, in candidate order, e.g. ("pivot", "0", "1") or ("pivot", "0", "1", "2").
     """
 
     pad_token_id: int
     max_length: int | None = None
     mode: str | None = None
-    candidates: tuple[str, ...] = TEACHERS
+    candidates: tuple[str, ...] = PUBLISHED_CANDIDATES
     temperature: float = 1.0
 
     def __post_init__(self):
-        self._tokens = TrainCollator(self.pad_token_id, self.max_length)
-        self._candidate_teacher = np.array([TEACHERS.index(t) for t in self.candidates])  # into TEACHERS
+        self._rule = None if self.mode is None else fusion_rule(self.mode)
+        self._candidate_teacher = np.array([teacher_index(t) for t in self.candidates])
         self._teacher_logits = partial(teacher_logits, temperature=self.temperature)  # one object: its table is cached
 
     def __call__(self, features) -> dict[str, torch.Tensor]:
         table = as_table(features)
-        batch = self._tokens(table)
+        batch = token_batch(table, self.pad_token_id, self.max_length)[0]
         if self.mode is not None:
             batch.update(self.targets(table, batch["input_ids"].shape[1]))
         return batch
@@ -76,8 +77,8 @@ class DistillCollator:
         metrics = np.stack([column_array(table, teacher_columns(t)[2]).to_numpy(zero_copy_only=False)
                             for t in self.candidates], axis=-1)
         row_rewards = teacher_rewards(metrics)
-        if self.mode == "greater":
-            choice = greater_choice(row_rewards, PIVOT in self.candidates).numpy()  # index into candidates
+        if self._rule.one_hot:
+            choice = mince_choice(row_rewards, PIVOT in self.candidates).numpy()  # index into candidates
             # Only the chosen teachers' lists are built: one array per teacher that some row chose.
             chosen = list(dict.fromkeys(choice.tolist()))
             names = [self.candidates[c] for c in chosen]
@@ -90,17 +91,13 @@ class DistillCollator:
             choice_index = torch.from_numpy(self._candidate_teacher[choice])
         else:
             lists = self.teacher_lists(table, width)
-            ids, probs, mask = weighted_union(weighted_weights(row_rewards), [lists[t] for t in self.candidates])
+            weights = self._rule.weights(row_rewards, PIVOT in self.candidates)
+            ids, probs, mask = weighted_union(weights, [lists[t] for t in self.candidates])
             choice_index = torch.full((table.num_rows,), -1)
         return {"target_ids": torch.from_numpy(ids), "target_probs": torch.from_numpy(probs),
                 "target_mask": torch.from_numpy(mask),
-                "teacher_choice": choice_index, "teacher_reward": soft_reward(row_rewards, self.mode)}
+                "teacher_choice": choice_index, "teacher_reward": self._rule.row_reward(row_rewards)}
 
     def _topk(self, table: pa.Table, teacher: str, lengths: np.ndarray) -> TopK:
         logits_column, ids_column, _ = teacher_columns(teacher)
-        topk = TopK.from_table(table, logits_column, ids_column)
-        if not np.array_equal(topk.positions, lengths):
-            row = int(np.flatnonzero(topk.positions != lengths)[0])
-            raise InputError(f"batch row {row}: {logits_column} ({teacher_name(teacher)}) has "
-                             f"{topk.positions[row]} positions but input_ids has {lengths[row]}")
-        return topk
+        return TopK.of_rows(table, logits_column, ids_column, lengths, f"{logits_column} ({teacher_name(teacher)})")

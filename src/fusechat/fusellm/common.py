@@ -8,6 +8,7 @@ from ..modeling import load_tokenizer
 from ..storage import load_dataset_dir
 
 TEXT = "text"
+SENTENCEPIECE_SPACE = "\u2581"  # ▁
 
 
 def load_stage_tokenizer(model_name_or_path: str, model_max_length: int | None = None, cache_dir: str | None = None):
@@ -16,11 +17,30 @@ def load_stage_tokenizer(model_name_or_path: str, model_max_length: int | None =
     The reference picks slow or fast by a ``llama``/``mpt`` substring of the path (12.8 #25); here
     any path works and the word-start marker is read from the tokenizer itself.
     """
-    tokenizer = load_tokenizer(model_name_or_path, model_max_length, cache_dir, use_fast=True)
+    tokenizer = released_sentencepiece_encoding(load_tokenizer(model_name_or_path, model_max_length, cache_dir,
+                                                               use_fast=True))
     if tokenizer.pad_token is None:
         raise InputError(f"{model_name_or_path}: the tokenizer has no pad, unk or eos token")
     if tokenizer.eos_token is None:
         raise InputError(f"{model_name_or_path}: the tokenizer has no EOS token to end each document with")
+    return tokenizer
+
+
+def released_sentencepiece_encoding(tokenizer):
+    """Make a SentencePiece tokenizer encode as the release's slow ``LlamaTokenizer`` (sentencepiece
+    itself, legacy mode) does: every stretch of text between special tokens gets the "▁" dummy
+    prefix, even when it starts with a space (``' The cat'`` -> ``▁ ▁The ▁cat``). The fast
+    tokenizer's Metaspace skips the prefix there and loses that space. Other tokenizers are returned
+    unchanged.
+    """
+    from tokenizers import normalizers, pre_tokenizers
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    metaspace = backend is not None and isinstance(backend.pre_tokenizer, pre_tokenizers.Metaspace)
+    if metaspace and backend.pre_tokenizer.replacement == SENTENCEPIECE_SPACE:
+        backend.normalizer = normalizers.Sequence([normalizers.Prepend(SENTENCEPIECE_SPACE),
+                                                   normalizers.Replace(" ", SENTENCEPIECE_SPACE)])
+        backend.pre_tokenizer = None
     return tokenizer
 
 

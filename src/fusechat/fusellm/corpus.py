@@ -53,5 +53,10 @@ def main(argv=None) -> None:
     print({split: len(d) for split, d in dataset_dict.items()}, "->", args.out)
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """Entry point of python -m fusechat.fusellm.corpus (the drivers' helper)."""
+    return run_cli(main, argv, prog="python -m fusechat.fusellm.corpus")
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, prog="fusechat.fusellm.corpus"))
+    raise SystemExit(cli())

@@ -5,23 +5,21 @@
 Per stage: steps run/skipped, time, outputs and rows (all splits). Per source: the share of pivot
 positions whose aligned entry carries the source's distribution (not the ONE-HOT fallback on the
 current pivot token, not EMPTY). Per teacher: how many packed training rows it wins under MinCE
-(bf16 rewards, ties to the pivot, then source 0). Training: first and last logged losses.
+(bf16 rewards, ties to the pivot, then the sources in order). Any number of sources. Training: first and last logged losses.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from ..alignment.aligned_sets import carried_positions
+from ..kernels.distribution import carried_positions
 from ..demo import curve, is_dataset, loss_curve, read_steps, table
 from ..errors import run_cli
 from ..storage import load_dataset_dir, write_json
-from .collator import TEACHERS
-from .distill import greater_choice, teacher_columns, teacher_name, teacher_rewards
+from .distill import PIVOT, mince_choice, source_teachers, teacher_columns, teacher_name, teacher_rewards
 
 LOSS_KEYS = ("loss", "lm_loss", "distill_loss")
 
@@ -46,21 +44,22 @@ def carried_share(datasets, source: str) -> tuple[int, int]:
     return carried, total
 
 
-def mince_wins(datasets) -> list[int]:
-    """Packed rows won by each teacher (pivot, source 0, source 1) under MinCE with all three candidates."""
-    wins = [0] * len(TEACHERS)
+def mince_wins(datasets, teachers: tuple[str, ...]) -> list[int]:
+    """Packed rows won by each of ``teachers`` (the pivot first, then sources) under MinCE among them."""
+    wins = [0] * len(teachers)
     for dataset in datasets:
         if len(dataset) == 0:
             continue
-        metrics = np.stack([np.asarray(dataset[teacher_columns(t)[2]], dtype=np.float64) for t in TEACHERS], -1)
-        for choice in greater_choice(teacher_rewards(metrics), pivot_is_candidate=True).tolist():
+        metrics = np.stack([np.asarray(dataset[teacher_columns(t)[2]], dtype=np.float64) for t in teachers], -1)
+        for choice in mince_choice(teacher_rewards(metrics), pivot_is_candidate=PIVOT in teachers).tolist():
             wins[choice] += 1
     return wins
 
 
 def summarize(steps) -> dict:
     stages: dict[str, dict] = {}
-    final_aligned, packed_train = [], []
+    final_aligned, packed_train = [], []  # the last alignment (the one with the most sources), packed train splits
+    most_sources = 0
     training = None
     for step in steps:
         entry = stages.setdefault(step.stage, {"ran": 0, "skipped": 0, "seconds": 0.0, "outputs": 0, "rows": None})
@@ -70,9 +69,12 @@ def summarize(steps) -> dict:
         if is_dataset(step.output):
             splits = splits_of(step.output)
             entry["rows"] = (entry["rows"] or 0) + sum(len(d) for d in splits.values())
-            if step.stage == "fusellm_align" and "aligned_representation" in step.output and \
-                    teacher_columns("1")[0] in next(iter(splits.values())).column_names:
-                final_aligned.extend(splits.values())
+            if step.stage == "fusellm_align" and "aligned_representation" in step.output:
+                count = len(source_teachers(next(iter(splits.values())).column_names))
+                if count > most_sources:
+                    most_sources, final_aligned = count, []
+                if count == most_sources:
+                    final_aligned.extend(splits.values())
             if step.stage == "fusellm_pack" and "train" in splits:
                 packed_train.append(splits["train"])
         if step.stage == "fusellm_train":
@@ -80,13 +82,15 @@ def summarize(steps) -> dict:
             if state.is_file():
                 training = loss_curve(state, LOSS_KEYS)
     sources = {}
-    for source in ("0", "1"):
+    source_names = source_teachers(final_aligned[0].column_names) if final_aligned else ()
+    for source in source_names:
         carried, total = carried_share(final_aligned, source)
         sources[teacher_name(source)] = {"carried": carried, "positions": total,
                                          "share": carried / total if total else None}
-    wins = mince_wins(packed_train)
+    teachers = (PIVOT,) + source_names
+    wins = mince_wins(packed_train, teachers)
     return {"stages": stages, "sources": sources,
-            "mince_wins": {teacher_name(t): n for t, n in zip(TEACHERS, wins)}, "training": training}
+            "mince_wins": {teacher_name(t): n for t, n in zip(teachers, wins)}, "training": training}
 
 
 def format_summary(summary: dict) -> str:
@@ -124,5 +128,10 @@ def main(argv: list[str] | None = None) -> None:
     print(format_summary(result))
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """Entry point of python -m fusechat.fusellm.demo (the drivers' helper)."""
+    return run_cli(main, argv, prog="python -m fusechat.fusellm.demo")
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, sys.argv[1:]))
+    raise SystemExit(cli())

@@ -1,70 +1,88 @@
 """FuseLLM's teacher choice, targets and loss weighting (DESIGN.md 12.6.3, 12.6.4), as pure tensor functions.
 
-A packed row has up to three teachers, in this fixed candidate order: the pivot (its own top-k),
-source 0 and source 1 (their aligned top-k). Each teacher's distribution at a position is
+A packed row has the pivot (its own top-k) and any number of sources 0, 1, 2, ... (their aligned
+top-k, columns ``*_<k>``) as teachers, in this fixed candidate order (the release: pivot, source 0,
+source 1). Each teacher's distribution at a position is
 ``bf16(softmax(bf16(bf16(logits) / T)))`` over its list, zero elsewhere; the reference writes it
 into a dense [B, 2048, V] bf16 tensor, we keep the list ([B, T, K] ids and probabilities), which
 gives the same loss.
 
-Rewards per row: ``bf16(1 / bf16(exp(bf16(metric_ce))))``. The row's target is
+Rewards per row: ``bf16(1 / bf16(exp(bf16(metric_ce))))``. The row's target follows a teacher rule
+of :mod:`fusechat.kernels.teacher_rules` (its weights over the candidates):
 
 - ``greater`` (MinCE, ``--distill_greater_as_gt``): the candidate with the largest reward, the
-  first in candidate order on ties; without the pivot, source 0 only if its reward is strictly
-  larger (ties go to source 1);
+  first in candidate order on ties; without the pivot the last tied source (the release: source 0
+  only if its reward is strictly larger);
 - ``weighted`` (``--distill_weighted_as_gt``): sum_X w_X * dist_X with w = bf16(softmax(rewards)),
   summed left to right in candidate order, every product and partial sum rounded to bf16.
 """
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 from numba import njit
 
 from ..errors import InputError
-from ..training.fuse_loss import rewards
+from ..kernels.teacher_rules import MINCE, TEACHER_RULES, WEIGHTED, TeacherRule, ce_rewards
 
 PIVOT = "pivot"
 FUSION_MODES = ("greater", "weighted")
 FUSION_TYPES = ("hard", "hard_and_decay", "soft")
+RULE_OF_MODE: dict[str, TeacherRule] = {"greater": MINCE, "weighted": WEIGHTED}
+SOURCE_METRIC = re.compile(r"metric_ce_aligned_(\d+)")
 
 
 def teacher_columns(teacher: str) -> tuple[str, str, str]:
-    """(logits, ids, metric) column names of ``pivot`` or source ``"0"`` / ``"1"``."""
+    """(logits, ids, metric) column names of ``pivot`` or source ``"0"``, ``"1"``, ``"2"``, ..."""
     if teacher == PIVOT:
         return "per_step_logits", "per_step_indices", "metric_ce"
     return f"per_step_aligned_logits_{teacher}", f"per_step_aligned_indices_{teacher}", f"metric_ce_aligned_{teacher}"
 
 
 def teacher_name(teacher: str) -> str:
+    """For messages: ``pivot``, ``source 0``, ..."""
     return "pivot" if teacher == PIVOT else f"source {teacher}"
+
+
+def teacher_key(teacher: str) -> str:
+    """For logs and metrics: ``pivot``, ``source_0``, ... (the release's ``share_source_0`` keys)."""
+    return "pivot" if teacher == PIVOT else f"source_{teacher}"
+
+
+def teacher_index(teacher: str) -> int:
+    """The number ``teacher_choice`` reports: 0 for the pivot, k + 1 for source k."""
+    return 0 if teacher == PIVOT else int(teacher) + 1
+
+
+def source_teachers(column_names) -> tuple[str, ...]:
+    """The sources a set holds (a ``metric_ce_aligned_<k>`` column each), in index order."""
+    found = (SOURCE_METRIC.fullmatch(name) for name in column_names)
+    return tuple(str(k) for k in sorted(int(m.group(1)) for m in found if m))
 
 
 def teacher_rewards(metrics) -> torch.Tensor:
     """[B, C] bf16 rewards from [B, C] metric CEs (float64 metrics pass through float32 first)."""
-    return rewards(np.asarray(metrics, dtype=np.float64).astype(np.float32))
+    return ce_rewards(np.asarray(metrics, dtype=np.float64).astype(np.float32))
 
 
-def greater_choice(row_rewards: torch.Tensor, pivot_is_candidate: bool) -> torch.Tensor:
-    """[B] index (into the candidates) of each row's MinCE teacher."""
-    count = row_rewards.shape[-1]
-    if count == 0:
+def fusion_rule(mode: str) -> TeacherRule:
+    """The teacher rule of a fusion mode: the release's ``greater`` / ``weighted``, or any registered
+    rule by its name (:data:`fusechat.kernels.teacher_rules.TEACHER_RULES`)."""
+    rule = RULE_OF_MODE.get(mode) or TEACHER_RULES.get(mode)
+    if rule is None:
+        known = dict.fromkeys([*FUSION_MODES, *TEACHER_RULES])
+        raise InputError(f"unknown fusion mode {mode!r}; choose from {', '.join(known)}")
+    return rule
+
+
+def mince_choice(row_rewards: torch.Tensor, pivot_is_candidate: bool) -> torch.Tensor:
+    """[B] index (into the candidates) of each row's MinCE teacher: where its one-hot weight is."""
+    if row_rewards.shape[-1] == 0:
         raise InputError("--distill_greater_as_gt needs at least one teacher")
-    if pivot_is_candidate or count == 1:
-        return torch.argmax(row_rewards, dim=-1)  # the first maximum: pivot, then source 0, then source 1
-    return torch.where(row_rewards[:, 0] > row_rewards[:, 1], 0, 1)  # sources only: ties go to source 1
-
-
-def weighted_weights(row_rewards: torch.Tensor) -> torch.Tensor:
-    """[B, C] bf16 weights: softmax over the candidates' bf16 rewards, computed in float32."""
-    return torch.softmax(row_rewards.float(), dim=-1).to(torch.bfloat16)
-
-
-def soft_reward(row_rewards: torch.Tensor, mode: str) -> torch.Tensor:
-    """[B] bf16 r of the ``soft`` types: the largest reward (greater) or the bf16 mean (weighted)."""
-    if mode == "greater":
-        return row_rewards.max(dim=-1).values
-    return row_rewards.mean(dim=-1)
+    return torch.argmax(MINCE.weights(row_rewards, pivot_is_candidate), dim=-1)
 
 
 def round_bf16(values: np.ndarray) -> np.ndarray:

@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    """Entry point of fusellm-eval (python -m fusechat.fusellm.evaluation)."""
     return run_cli(main, argv, prog="eval_fusellm")
 
 

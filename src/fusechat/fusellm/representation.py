@@ -130,6 +130,9 @@ def forward_for_logits(dataset_dir: str, save_dir: str, model_name_or_path: str,
     dataset_dict = load_dataset_dict(dataset_dir, "--dataset")
     tokenizer = load_stage_tokenizer(model_name_or_path, max_length, cache_dir)
     model = load_causal_lm(model_name_or_path, None, load_in_half, cache_dir=cache_dir)
+    # As the release (12.2): eager attention. In bfloat16 SDPA rounds differently and reorders
+    # near-tied top-k entries (docs/differences_fusellm_fidelity.md).
+    model.set_attn_implementation("eager")
     model.eval()
     model.config.use_cache = False
     if torch.cuda.is_available():

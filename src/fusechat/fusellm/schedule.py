@@ -22,6 +22,17 @@ DEEPSPEED_BETAS = (0.9, 0.999)
 DEEPSPEED_EPS = 1e-8
 
 
+def released_update_steps(rows: int, world_size: int, per_device_batch: int, accumulation: int,
+                          epochs: float) -> int:
+    """S, the optimizer steps of the release's Trainer (transformers 4.3x, DESIGN.md 12.6.5):
+    floor(per-rank batches / accumulation) per epoch, at least 1. The micro-batches left over at
+    the end of an epoch never reach an update. (transformers 5 takes ceil and makes a last,
+    partial update.)"""
+    per_rank_rows = math.ceil(rows / world_size)  # the DistributedSampler pads the ranks to equal length
+    batches = math.ceil(per_rank_rows / per_device_batch)
+    return math.ceil(epochs * max(batches // accumulation, 1))
+
+
 def warmup_decay_factor(s: int, warmup_steps: int, total_steps: int) -> float:
     """DeepSpeed WarmupDecayLR's gamma (log warm-up) at scheduler step s >= 0."""
     warmup = max(2, warmup_steps)

@@ -1,7 +1,8 @@
-"""Splitting long texts so that every piece fits all three tokenizers (DESIGN.md 12.1).
+"""Splitting long texts so that every piece fits every tokenizer (DESIGN.md 12.1).
 
-A text whose token count exceeds ``block_size - 48`` for any tokenizer is cut by the tokenizer that
-gives it the most tokens (ties: base, blending, another blending) into consecutive chunks of that
+The release has three tokenizers (pivot, two sources); any number works. A text whose token count
+exceeds ``block_size - 48`` for any tokenizer is cut by the tokenizer that gives it the most tokens
+(ties: the earlier model: base, blending, another blending, extra ones in order) into consecutive chunks of that
 many ids, each decoded back to text with special tokens skipped. Decoding is not an inverse of the
 cut (a SentencePiece chunk loses its leading space, a split multi-byte character becomes U+FFFD, a
 literal special-token string vanishes); that is the released corpus (12.8 #12) and is kept.
@@ -30,7 +31,7 @@ def split_text(text: str, tokenizers, threshold: int) -> list[str]:
     longest = max(lengths)
     if longest <= threshold:
         return [text]
-    chosen = lengths.index(longest)  # the first maximum: base, blending, another blending
+    chosen = lengths.index(longest)  # the first maximum: base, blending, another blending, ...
     ids, tokenizer = encodings[chosen], tokenizers[chosen]
     return [tokenizer.decode(ids[start:start + threshold], skip_special_tokens=True)
             for start in range(0, len(ids), threshold)]
@@ -63,7 +64,7 @@ def split_long_texts(dataset_dir: str, save_dir: str, model_paths: list[str], bl
                      cache_dir: str | None = None, sample_prop: float | None = None,
                      num_proc: int | None = None, record: dict | None = None) -> None:
     """split_long_text.py: every split of the DatasetDict at ``dataset_dir`` cut for the tokenizers of
-    ``model_paths`` (base, blending, another blending), saved at ``save_dir``."""
+    ``model_paths`` (base, then the sources in order), saved at ``save_dir``."""
     from datasets import DatasetDict
 
     from ..storage import save_dataset_atomic

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,8 @@ from ..storage import check_output_dir, claim_output_dir, load_dataset_dir, spli
 from ..training.datasets import ArrowRows, check_rows
 from ..training.checkpoints import save_final
 from .collator import DistillCollator
-from .distill import PIVOT, teacher_columns, teacher_name
+from .distill import PIVOT, source_teachers, teacher_columns, teacher_name
+from .schedule import released_update_steps
 from .train_arguments import parse_args
 from .trainer import DistillTrainer
 
@@ -79,8 +79,10 @@ def check_packed_set(dataset, where: str, req: PackedRequirements) -> None:
                                                   else ())
         missing = [c for c in columns if c not in present]
         if missing:
-            flag = "--distill_with_ref_model" if teacher == PIVOT else f"--distill_with_aligned_model_{teacher}"
-            hint = "" if teacher == PIVOT else f" (or set {flag} False)"
+            hint = "" if teacher == PIVOT else f" (or leave {teacher} out of --distill_aligned_models)"
+            if teacher in ("0", "1"):
+                hint = f" (or set --distill_with_aligned_model_{teacher} False, or leave {teacher} out of " \
+                       "--distill_aligned_models)"
             raise InputError(f"{where}: {teacher_name(teacher)} is a teacher but the set lacks {missing}; found "
                              f"{dataset.column_names}; align that source into the set first{hint}")
     for name in req.metric_columns:
@@ -89,6 +91,11 @@ def check_packed_set(dataset, where: str, req: PackedRequirements) -> None:
         if len(nan):
             raise InputError(f"{where}: row {int(nan[0])}: {name} is NaN ({len(nan)} such rows); pack with "
                              f"--fiter_nan or disable that teacher")
+    unused = [t for t in source_teachers(dataset.column_names) if t not in req.metric_teachers]
+    if unused and req.metric_teachers:
+        logger.warning("%s holds source(s) %s that are not candidates of this run; --distill_aligned_models "
+                       "%s makes every source a candidate", where, ", ".join(unused),
+                       ",".join(source_teachers(dataset.column_names)))
     check_rows(dataset, where, req)
 
 
@@ -156,11 +163,18 @@ def main(argv: list[str] | None = None):
     model.config.use_cache = False
     claim_output_dir(args.output_dir)
     model.generation_config.update(**{k: v for k, v in vars(generation_args).items() if v is not None})
+    if train_set is not None and args.max_steps <= 0:
+        # The release's step count (12.6.5); it also sets S of the schedule.
+        args.max_steps = released_update_steps(len(train_set), args.world_size, args.per_device_train_batch_size,
+                                               args.gradient_accumulation_steps, args.num_train_epochs)
+        logger.info("%d optimizer steps, as the release counts them (per-rank batches // accumulation)",
+                    args.max_steps)
     collator = DistillCollator(tokenizer.pad_token_id, args.model_max_length, args.fusion_mode,
                                args.candidates, args.distill_teacher_temperature)
     trainer = DistillTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                              data_collator=collator, processing_class=tokenizer, fusion_mode=args.fusion_mode,
-                             fusion_type=args.fusion_type, released_optimizer=not args.paper_optimizer)
+                             fusion_type=args.fusion_type, released_optimizer=not args.paper_optimizer,
+                             candidates=args.candidates)
     record = optimizer_record(args)
     logger.info("optimizer: %s; schedule: %s (%s)", record["optimizer"], record["schedule"], record["source"])
 
@@ -196,6 +210,5 @@ def run_record(args, trainer) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
-                        stream=sys.stderr)
+    """Entry point of FuseLLM/src/train.py and fusellm-train."""
     return run_cli(main, argv, prog="train.py")

@@ -19,15 +19,14 @@ from pathlib import Path
 import transformers
 
 from ..errors import InputError
+from ..kernels.checks import check_lm_loss_weight
 from ..provenance import ACCEPT_HELP
 from ..training.arguments import translate_legacy_flags
-from .distill import FUSION_TYPES, PIVOT
+from .distill import FUSION_TYPES, PIVOT, RULE_OF_MODE
 
 logger = logging.getLogger(__name__)
 
 DISTILL_LOSS_TYPES = ("ce", "kl")
-# Candidate sets the weighted fusion accepts (12.6.3), in candidate order.
-WEIGHTED_CANDIDATES = ((PIVOT, "0", "1"), ("0", "1"), (PIVOT, "0"), (PIVOT, "1"))
 
 
 @dataclass
@@ -71,6 +70,10 @@ class FuseLLMTrainingArguments(transformers.Seq2SeqTrainingArguments):
     distill_with_ref_model: bool = field(default=True, metadata={"help": "The pivot's own top-k is a candidate."})
     distill_with_aligned_model_0: bool = field(default=True, metadata={"help": "Source 0 is a candidate."})
     distill_with_aligned_model_1: bool = field(default=True, metadata={"help": "Source 1 is a candidate."})
+    distill_aligned_models: str | None = field(default=None, metadata={
+        "help": "Comma-separated indices of the sources that are candidates, any number (e.g. 0 for one source, "
+                "0,1,2 for three: the *_<k> columns of token_alignment.py --blending_model_index k); given, it "
+                "replaces --distill_with_aligned_model_0/1."})
     distill_loss_type: str = field(default="ce", metadata={"help": "ce or kl."})
     distill_teacher_temperature: float = field(default=1.0, metadata={"help": "T of the teacher softmax."})
     lm_loss_weight: float = field(default=1.0, metadata={
@@ -113,9 +116,12 @@ class FuseLLMTrainingArguments(transformers.Seq2SeqTrainingArguments):
 
     @property
     def candidates(self) -> tuple[str, ...]:
-        flags = ((PIVOT, self.distill_with_ref_model), ("0", self.distill_with_aligned_model_0),
-                 ("1", self.distill_with_aligned_model_1))
-        return tuple(name for name, on in flags if on)
+        """The teachers in candidate order: the pivot (if on), then the sources by index."""
+        pivot = (PIVOT,) if self.distill_with_ref_model else ()
+        if self.distill_aligned_models is not None:
+            return pivot + parse_source_indices(self.distill_aligned_models)
+        flags = (("0", self.distill_with_aligned_model_0), ("1", self.distill_with_aligned_model_1))
+        return pivot + tuple(name for name, on in flags if on)
 
 
 @dataclass
@@ -132,12 +138,22 @@ class GenerationArguments:
     repetition_penalty: float = field(default=1.0)
 
 
+def parse_source_indices(text: str) -> tuple[str, ...]:
+    """``--distill_aligned_models``: "0,2,1" -> ("0", "1", "2"); empty means no source."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not all(p.isdigit() for p in parts):
+        raise InputError(f"--distill_aligned_models {text!r}: expected comma-separated source indices such as 0,1,2")
+    indices = [int(p) for p in parts]
+    if len(set(indices)) != len(indices):
+        raise InputError(f"--distill_aligned_models {text!r}: a source index is given twice")
+    return tuple(str(k) for k in sorted(indices))
+
+
 def check_distill_arguments(args) -> None:
     """Bad or contradictory flags, reported before anything is loaded."""
     if args.training_mode != "full":
         raise InputError(f"--training_mode {args.training_mode}: only 'full' is offered (QLoRA is not)")
-    if not 0.0 <= args.lm_loss_weight <= 1.0:
-        raise InputError(f"--lm_loss_weight must be in [0, 1], got {args.lm_loss_weight}")
+    check_lm_loss_weight(args.lm_loss_weight)
     if args.distill_loss_type not in DISTILL_LOSS_TYPES:
         raise InputError(f"--distill_loss_type must be ce or kl, got {args.distill_loss_type!r}")
     if not args.distill_teacher_temperature > 0:
@@ -155,10 +171,14 @@ def check_distill_arguments(args) -> None:
         logger.warning("--do_distill without --distill_greater_as_gt or --distill_weighted_as_gt: there is no "
                        "distillation term, the loss is %s * LM loss (as in the reference)", args.lm_loss_weight)
         return
+    if args.distill_aligned_models is not None and not (args.distill_with_aligned_model_0 and
+                                                        args.distill_with_aligned_model_1):
+        logger.warning("--distill_aligned_models %s decides the source candidates: "
+                       "--distill_with_aligned_model_0/1 are not read", args.distill_aligned_models)
     if mode == "greater" and not candidates:
-        raise InputError("--distill_greater_as_gt: every teacher is disabled (--distill_with_ref_model, "
-                         "--distill_with_aligned_model_0, --distill_with_aligned_model_1 all False)")
-    if mode == "weighted" and candidates not in WEIGHTED_CANDIDATES:
+        raise InputError("--distill_greater_as_gt: every teacher is disabled (--distill_with_ref_model False and "
+                         "no source: --distill_with_aligned_model_0/1 False or --distill_aligned_models empty)")
+    if mode == "weighted" and len(candidates) < RULE_OF_MODE[mode].min_candidates:
         raise InputError(f"--distill_weighted_as_gt needs at least two teachers with a source among them; "
                          f"enabled: {list(candidates) or 'none'}")
     if args.fusion_type == "soft":
@@ -174,9 +194,12 @@ def check_soft(args, mode: str, candidates: tuple[str, ...]) -> None:
     if args.do_eval and args.per_device_eval_batch_size != 1:
         raise InputError(f"{flag} needs --per_device_eval_batch_size 1 with --do_eval, "
                          f"got {args.per_device_eval_batch_size}")
-    if mode == "greater" and not {"0", "1"} <= set(candidates):
+    if mode == "greater" and args.distill_aligned_models is None and not {"0", "1"} <= set(candidates):
+        # The release reads both sources' rewards by name (12.8 #27); --distill_aligned_models takes the
+        # largest reward over whichever candidates it names.
         raise InputError(f"{flag} takes the largest reward over both sources (and the pivot): "
-                         f"--distill_with_aligned_model_0 and --distill_with_aligned_model_1 must be True")
+                         f"--distill_with_aligned_model_0 and --distill_with_aligned_model_1 must be True "
+                         f"(or name the sources with --distill_aligned_models)")
 
 
 def paper_deepspeed_config(path: str) -> dict:

@@ -1,7 +1,8 @@
 """Stage 2: merge the pairwise-fused targets (DESIGN.md 9).
 
 ``sce.fusechat_sce`` and ``varm.fusechat_varm`` are the per-tensor kernels (pure torch);
-``registry`` registers them with mergekit as ``fusechat_sce`` and ``fusechat_varm``; ``cli`` is
+``registry`` is the table of fusechat-merge's methods (``fusechat_sce``, ``fusechat_varm``: one
+entry each, registered with mergekit by name); ``cli`` is
 ``fusechat-merge`` (``mergekit-yaml`` with those methods); ``varm_analysis`` writes VaRM's
 per-target statistics. Importing this package does not import mergekit.
 """

@@ -9,12 +9,10 @@ it carries the pivot's tokenizer and chat template.
 
 from __future__ import annotations
 
-import sys
-
 import click
 from mergekit.options import MergeOptions, PrettyPrintHelp, add_merge_options
 
-from ..errors import InputError
+from ..errors import run_cli
 from .pipeline import merge_from_config
 
 
@@ -29,19 +27,22 @@ def fusechat_merge(merge_options: MergeOptions, config_file: str, out_path: str)
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Parse (mergekit's option set) and merge; click's own usage errors end the run as click does."""
     try:
         code = fusechat_merge.main(args=argv, prog_name="fusechat-merge", standalone_mode=False)
-    except InputError as exc:
-        click.echo(f"fusechat-merge: error: {exc}", err=True)
-        sys.exit(2)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        raise SystemExit(exc.exit_code)
     except click.exceptions.Abort:
-        sys.exit(1)
+        raise SystemExit(1)
     if code:
-        sys.exit(code)
+        raise SystemExit(code)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """Entry point of fusechat-merge."""
+    return run_cli(main, argv, prog="fusechat-merge")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli())

@@ -8,9 +8,9 @@ Two rules of DESIGN.md 9 need more than a per-tensor kernel inside mergekit:
   align vocabularies by token with a ``tokenizer:`` section), the run turns on mergekit's
   ``unsafe_truncate_embeddings``, which keeps the common leading rows, that is the pivot's block.
   A target with fewer rows than the pivot has no such block: that is an input error.
-* VaRM at module/layer/model granularity needs every tensor's variation before merging the
-  first one: a first streaming pass (``varm_analysis.variation_statistics``) computes them and
-  hands each target its group sums as the per-model parameter ``variation``.
+* a method may need a pass over the models before merging (VaRM at module/layer/model
+  granularity needs every tensor's variation first): its entry's ``prepare`` hook
+  (``registry.METHODS``) runs after the checks.
 """
 
 from __future__ import annotations
@@ -21,21 +21,18 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from mergekit.common import ModelReference, dtype_from_name
-from mergekit.config import ConditionalParameter, MergeConfiguration
+from mergekit.common import ModelReference
+from mergekit.config import MergeConfiguration
 from mergekit.merge import run_merge
 from mergekit.options import MergeOptions
 
 from ..errors import InputError
 from ..storage import disk_full_is_input_error, finish_output, replace_path, scratch_dir
 from .checks import check_config, check_output, listed_models, load_merge_config, local_config, pivot_model
-from .registry import SCE_NAME, VARM_NAME, register_methods
-from .varm import group_key
-from .varm_analysis import group_sums, variation_statistics
+from .registry import METHODS, register_methods
 
 logger = logging.getLogger(__name__)
 
-FUSECHAT_METHODS = (SCE_NAME, VARM_NAME)
 # Files that make up a tokenizer and its chat template, plus the generation config (eos ids).
 TOKENIZER_FILES = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt",
                    "merges.txt", "*.tiktoken", "chat_template.jinja", "chat_template.json",
@@ -52,8 +49,9 @@ def merge_from_config(config_file: str, out_path: str, options: MergeOptions | N
     pivot = pivot_model(config)
     options = options_for_vocabulary(config, config_file, options)
     check_output(config, out_path)
-    if config.merge_method == VARM_NAME:
-        supply_varm_variations(config, config_file, options)
+    entry = METHODS.get(config.merge_method)
+    if entry is not None and entry.prepare is not None:
+        entry.prepare(config, config_file, options)
     with staged_output(out_path) as work:
         run_merge(config, str(work), options=options, config_source=source)
         if options.copy_tokenizer and not (config.tokenizer or config.tokenizer_source or config.chat_template):
@@ -63,7 +61,7 @@ def merge_from_config(config_file: str, out_path: str, options: MergeOptions | N
 
 def options_for_vocabulary(config: MergeConfiguration, config_file: str, options: MergeOptions) -> MergeOptions:
     """Turn on the leading-block rule for embeddings when a FuseChat method needs it."""
-    if config.merge_method not in FUSECHAT_METHODS or config.tokenizer or config.tokenizer_source:
+    if config.merge_method not in METHODS or config.tokenizer or config.tokenizer_source:
         return options
     pivot = pivot_model(config)
     pivot_cfg = local_config(pivot)
@@ -87,36 +85,6 @@ def options_for_vocabulary(config: MergeConfiguration, config_file: str, options
                        ", ".join(larger))
         return options.model_copy(update={"unsafe_truncate_embeddings": True})
     return options
-
-
-def supply_varm_variations(config: MergeConfiguration, config_file: str, options: MergeOptions) -> None:
-    """Give each VaRM target its group variations when the granularity is coarser than a tensor."""
-    granularity = (config.parameters or {}).get("granularity", "tensor")
-    if granularity == "tensor":
-        return
-    if not config.models:
-        raise InputError(f"{config_file}: {VARM_NAME} with granularity {granularity!r} needs the 'models:' form")
-    base = config.base_model
-    targets = [entry for entry in config.models if entry.model != base and "variation" not in (entry.parameters or {})]
-    if not targets:
-        return
-    # The variations of the tensors as the merge sees them: cast to the config's dtype.
-    stats = variation_statistics(_local_path(base, options), [_local_path(entry.model, options) for entry in targets],
-                                 "square", cache_dir=options.transformers_cache, quiet=options.quiet,
-                                 dtype=dtype_from_name(config.dtype) if config.dtype else None)
-    for entry, stat in zip(targets, stats):
-        sums = group_sums(stat["key_to_params"], granularity)
-        per_tensor = {name: sums[group_key(name, granularity)] for name in stat["key_to_params"]}
-        # mergekit picks the first filter contained in a tensor's name: longest names first, so a
-        # name that is part of another never shadows it.
-        entry.parameters = dict(entry.parameters or {}, variation=[
-            ConditionalParameter(filter=name, value=value)
-            for name, value in sorted(per_tensor.items(), key=lambda item: -len(item[0]))])
-
-
-def _local_path(ref: ModelReference, options: MergeOptions) -> str:
-    return ref.merged(cache_dir=options.lora_merge_cache, trust_remote_code=options.trust_remote_code,
-                      lora_merge_dtype=options.lora_merge_dtype).local_path(cache_dir=options.transformers_cache)
 
 
 def tokenizer_files(folder: Path) -> list[Path]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import transformers
 
 from ..errors import InputError
+from ..kernels.checks import check_lm_loss_weight
 from ..provenance import ACCEPT_HELP
 
 logger = logging.getLogger(__name__)
@@ -79,8 +80,7 @@ class FuseTrainingArguments(transformers.TrainingArguments):
 
 def check_fuse_arguments(args) -> None:
     """Bad values of the fusion flags, reported before any work starts."""
-    if not 0.0 <= args.lm_loss_weight <= 1.0:
-        raise InputError(f"--lm_loss_weight must be in [0, 1], got {args.lm_loss_weight}")
+    check_lm_loss_weight(args.lm_loss_weight)
     if args.fuse_loss_type not in FUSE_LOSS_TYPES:
         raise InputError(f"--fuse_loss_type must be one of {', '.join(FUSE_LOSS_TYPES)}, got {args.fuse_loss_type!r}")
     if not args.fuse_temperature > 0:
@@ -106,6 +106,7 @@ RENAMED_FLAGS = {
     "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs",
 }
 DEPRECATED_ALIASES = {"gradient_checkpointing", "gradient_checkpointing_kwargs"}
+CHECKPOINTING_FLAGS = {"gradient_checkpointing", "activation_checkpointing"}
 # Removed flags whose effect is now the default (or lives elsewhere): dropped with a notice.
 DROPPED_FLAGS = {
     "overwrite_output_dir": "checkpoints are resumed from output_dir, nothing is overwritten first",
@@ -152,12 +153,16 @@ def translate_legacy_flags(argv: list[str], known: set[str] | None = None) -> tu
 
     ``--evaluation_strategy X`` -> ``--eval_strategy X``; ``--warmup_ratio R`` -> ``--warmup_steps R``
     (a value below 1 is a ratio); ``--fsdp_transformer_layer_cls_to_wrap C`` and the string form
-    ``--fsdp "full_shard auto_wrap"`` -> ``--fsdp`` with entries of ``--fsdp_config``; and the
-    others in :data:`RENAMED_FLAGS` and :data:`DROPPED_FLAGS`.
+    ``--fsdp "full_shard auto_wrap"`` -> ``--fsdp`` with entries of ``--fsdp_config``; under FSDP
+    ``--gradient_checkpointing True`` -> fsdp_config's ``activation_checkpointing`` (FSDP's own: the
+    Trainer's would add a redundant AllGather in backward); and the others in :data:`RENAMED_FLAGS`
+    and :data:`DROPPED_FLAGS`.
     """
     known = training_argument_names() if known is None else known
     items = _split_flags(argv)
     names = {name for name, _, _ in items if name}
+    fsdp_on = any(name == "fsdp" and (value is None or _is_fsdp_word_list(value) or _truthy(value))
+                  for name, value, _ in items)
     out: list[str] = []
     notices: list[str] = []
     fsdp_updates: dict = {}
@@ -170,7 +175,12 @@ def translate_legacy_flags(argv: list[str], known: set[str] | None = None) -> tu
             out.append(value)
             continue
         new = RENAMED_FLAGS.get(name)
-        if new and new in known and (name not in known or name in DEPRECATED_ALIASES):
+        if name in CHECKPOINTING_FLAGS and fsdp_on:
+            if _truthy(value):
+                fsdp_updates["activation_checkpointing"] = True
+                notices.append(f"--{name} under FSDP is fsdp_config's activation_checkpointing (FSDP's own, "
+                               "without the redundant AllGather in backward); using activation_checkpointing=true")
+        elif new and new in known and (name not in known or name in DEPRECATED_ALIASES):
             notices.append(f"--{name} is now --{new}; using --{new}" + (f" {value}" if value is not None else ""))
             out.extend(_emit(new, value, inline))
         elif name in DROPPED_FLAGS and name not in known:
