@@ -121,7 +121,10 @@ done
 pair="$(model_name "$PIVOT")_$(model_name "$TEACHER")"
 mkdir -p "$HELDOUT_DIR/aligned_representations"
 for file in "${pair}_token_alignment_matrix.npz" "${pair}_blending_to_base.json"; do
-  if [[ -f "$ALIGNED_DIR/$file" ]]; then cp -p "$ALIGNED_DIR/$file" "$HELDOUT_DIR/aligned_representations/$file"; fi
+  # with its hidden marker, which holds the record the distribution pass checks
+  for name in "$file" ".$file.fusechat-output"; do
+    if [[ -f "$ALIGNED_DIR/$name" ]]; then cp -p "$ALIGNED_DIR/$name" "$HELDOUT_DIR/aligned_representations/$name"; fi
+  done
 done
 if [[ "$("$PYTHON" -m fusechat.drivers vocab "$(model_dir "$PIVOT")" "$(model_dir "$TEACHER")")" == same ]]; then
   align_driver=align_same_vocab.sh

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bad_input_common import assert_one_error, run_script, snapshot, umask, user_folder, write_corpus
-from driver_stubs import project, run as run_driver  # noqa: F401
+from driver_stubs import project, run as run_driver, tokenizer_dirs  # noqa: F401
 from fusechat import provenance
 from fusechat.cli import align_token_and_vocab, filter_nan, fuse_multi, get_data_representation, replace_model
 from fusechat.eval import cli as eval_cli
@@ -38,17 +38,21 @@ def eval_entry(capsys, entry, argv):
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory, pivot_path, diff_vocab_source_path):
-    """Copies of two models, a corpus and the tokenized sets of both models, made by the stages."""
+    """Copies of two models and a corpus."""
     root = tmp_path_factory.mktemp("rule")
     pivot = shutil.copytree(pivot_path, root / "pivcopy")
     qwen = shutil.copytree(diff_vocab_source_path, root / "qwencopy")
-    corpus = write_corpus(root / "conversations.json")
-    for name, model in (("pivot_tk", pivot), ("qwen_tk", qwen)):
-        code = get_data_representation.main(["--model_name_or_path", str(model), "--data_path", str(corpus),
-                                             "--tknz_dataset_path", str(root / name)])
+    return {"root": root, "pivot": pivot, "qwen": qwen, "corpus": write_corpus(root / "conversations.json")}
+
+
+@pytest.fixture(scope="module")
+def tk(work):
+    """``work`` with the tokenized sets of both models, made by get_data_representation."""
+    for name in ("pivot", "qwen"):
+        code = get_data_representation.main(["--model_name_or_path", str(work[name]), "--data_path",
+                                             str(work["corpus"]), "--tknz_dataset_path", str(work["root"] / f"{name}_tk")])
         assert code is None
-    return {"root": root, "pivot": pivot, "qwen": qwen, "corpus": corpus, "pivot_tk": root / "pivot_tk",
-            "qwen_tk": root / "qwen_tk"}
+    return {**work, "pivot_tk": work["root"] / "pivot_tk", "qwen_tk": work["root"] / "qwen_tk"}
 
 
 def refused(capsys, main, argv, expected, *roots, prog=None):
@@ -68,43 +72,47 @@ def align_argv(work, *extra):
             *extra]
 
 
-def test_the_mapping_file_may_not_lie_inside_the_pivot(work, capsys, tmp_path):
-    config = work["pivot"] / "config.json"
-    refused(capsys, align_token_and_vocab.main, align_argv(work, "--token_alignment_matrix_file", tmp_path / "m.npz",
+@pytest.mark.slow
+def test_the_mapping_file_may_not_lie_inside_the_pivot(tk, capsys, tmp_path):
+    config = tk["pivot"] / "config.json"
+    refused(capsys, align_token_and_vocab.main, align_argv(tk, "--token_alignment_matrix_file", tmp_path / "m.npz",
                                                            "--blending_to_base_file", config),
-            f"--blending_to_base_file {config} lies inside an input ({work['pivot']})", work["root"], tmp_path)
+            f"--blending_to_base_file {config} lies inside an input ({tk['pivot']})", tk["root"], tmp_path)
 
 
-def test_the_matrix_file_may_not_replace_a_file_of_the_users(work, capsys, tmp_path):
-    refused(capsys, align_token_and_vocab.main, align_argv(work, "--token_alignment_matrix_file", work["corpus"],
+@pytest.mark.slow
+def test_the_matrix_file_may_not_replace_a_file_of_the_users(tk, capsys, tmp_path):
+    refused(capsys, align_token_and_vocab.main, align_argv(tk, "--token_alignment_matrix_file", tk["corpus"],
                                                            "--blending_to_base_file", tmp_path / "map.json"),
-            f"--token_alignment_matrix_file {work['corpus']} is an existing file that this project did not write",
-            work["root"], tmp_path)
+            f"--token_alignment_matrix_file {tk['corpus']} is an existing file that this project did not write",
+            tk["root"], tmp_path)
 
 
-def test_a_matrix_made_from_other_sets_is_not_reused(work, capsys, tmp_path, openchat_tokenizer):
+@pytest.mark.slow
+def test_a_matrix_made_from_other_sets_is_not_reused(tk, capsys, tmp_path, openchat_tokenizer):
     from fusechat.modeling import load_tokenizer
     from fusechat.storage import write_json
 
     # What a token pass of the same models over other sets leaves: marked files whose record names those sets.
     other = save_set(aligned_rows(openchat_tokenizer, count=3), tmp_path / "other", tokenizer=openchat_tokenizer)
-    record = provenance.token_pass_record(load_tokenizer(str(work["pivot"])), load_tokenizer(str(work["qwen"])),
+    record = provenance.token_pass_record(load_tokenizer(str(tk["pivot"])), load_tokenizer(str(tk["qwen"])),
                                           [str(other)])
 
     write_json(tmp_path / "m.npz", "not read", record=record)
     write_json(tmp_path / "map.json", [0], record=dict(record, align_type="default"))
-    refused(capsys, align_token_and_vocab.main, align_argv(work, "--token_alignment_matrix_file", tmp_path / "m.npz",
+    refused(capsys, align_token_and_vocab.main, align_argv(tk, "--token_alignment_matrix_file", tmp_path / "m.npz",
                                                            "--blending_to_base_file", tmp_path / "map.json"),
             f"--token_alignment_matrix_file {tmp_path / 'm.npz'} was made for another run (its sets differ",
-            work["root"], tmp_path)
+            tk["root"], tmp_path)
 
 
-def test_base_and_source_sets_given_the_other_way_round_are_refused(work, capsys, tmp_path):
-    argv = ["--base_model_name_or_path", work["pivot"], "--blending_model_name_or_path", work["qwen"],
-            "--base_dataset_dir", work["qwen_tk"], "--blending_dataset_dir", work["pivot_tk"], "--do_token_alignment",
+@pytest.mark.slow
+def test_base_and_source_sets_given_the_other_way_round_are_refused(tk, capsys, tmp_path):
+    argv = ["--base_model_name_or_path", tk["pivot"], "--blending_model_name_or_path", tk["qwen"],
+            "--base_dataset_dir", tk["qwen_tk"], "--blending_dataset_dir", tk["pivot_tk"], "--do_token_alignment",
             "--token_alignment_matrix_file", tmp_path / "m.npz", "--blending_to_base_file", tmp_path / "map.json"]
     refused(capsys, align_token_and_vocab.main, argv,
-            f"--base_dataset_dir {work['qwen_tk']} was tokenized with {str(work['qwen'])!r}", work["root"], tmp_path)
+            f"--base_dataset_dir {tk['qwen_tk']} was tokenized with {str(tk['qwen'])!r}", tk["root"], tmp_path)
 
 
 # ------------------------------------------------------------------ 2, 9, 11. FuseChat train.py
@@ -128,6 +136,7 @@ def test_train_output_that_is_a_folder_of_the_users(work, capsys, aligned_set, t
             prog="train.py")
 
 
+@pytest.mark.slow
 def test_a_set_without_its_record_is_refused_unless_the_flag_says_so(work, capsys, aligned_set, tmp_path,
                                                                       diff_vocab_source_path):
     copy = shutil.copytree(aligned_set, tmp_path / "copy")
@@ -137,6 +146,7 @@ def test_a_set_without_its_record_is_refused_unless_the_flag_says_so(work, capsy
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_set_of_the_pivots_tokenizer_is_refused_for_another_model(capsys, aligned_set, tmp_path,
                                                                      diff_vocab_source_path):
     refused(capsys, train.main, command(diff_vocab_source_path, aligned_set, tmp_path / "out"),
@@ -234,12 +244,13 @@ def test_train_writes_the_model_with_the_users_umask(capsys, tmp_path, pivot_pat
 
 # ------------------------------------------------------------------ 10. a reused tokenized set
 
-def test_a_copied_tokenized_set_without_its_record_is_not_reused(work, capsys, tmp_path):
-    copy = shutil.copytree(work["pivot_tk"], tmp_path / "tk")
+@pytest.mark.slow
+def test_a_copied_tokenized_set_without_its_record_is_not_reused(tk, capsys, tmp_path):
+    copy = shutil.copytree(tk["pivot_tk"], tmp_path / "tk")
     (copy / provenance.RECORD_FILE).unlink()
-    refused(capsys, get_data_representation.main, ["--model_name_or_path", work["qwen"], "--data_path", work["corpus"],
+    refused(capsys, get_data_representation.main, ["--model_name_or_path", tk["qwen"], "--data_path", tk["corpus"],
                                                    "--tknz_dataset_path", copy],
-            f"--tknz_dataset_path {copy} has no provenance record", tmp_path, work["root"])
+            f"--tknz_dataset_path {copy} has no provenance record", tmp_path, tk["root"])
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -286,6 +297,7 @@ def test_fusellm_train_output_that_is_a_folder_of_the_users(work, capsys, tmp_pa
             f"--output_dir {out} is an existing folder that this project did not write", tmp_path)
 
 
+@pytest.mark.slow
 def test_fusellm_train_refuses_a_set_of_another_tokenizer_and_one_without_record(work, capsys, tmp_path,
                                                                                  openchat_tokenizer):
     packed = recorded(text_set(tmp_path / "packed", ["a"]), openchat_tokenizer, work["pivot"])
@@ -304,6 +316,7 @@ def test_fusellm_vocab_mapping_may_not_replace_a_tokenizer(work, capsys):
             f"--vocab_mapping_save_dir {target} lies inside an input ({work['qwen']})", work["root"])
 
 
+@pytest.mark.slow
 def test_fusellm_token_alignment_refuses_swapped_sets(work, capsys, tmp_path, openchat_tokenizer, qwen_tokenizer):
     base = recorded(text_set(tmp_path / "base", ["a"]), qwen_tokenizer, work["qwen"])
     blending = recorded(text_set(tmp_path / "blending", ["a"]), openchat_tokenizer, work["pivot"])
@@ -504,6 +517,7 @@ def test_a_driver_stops_when_a_setting_changed_instead_of_skipping(project, tmp_
 
 
 
+@pytest.mark.slow
 def test_a_tokenizer_json_without_its_vocabulary_is_named(work, capsys, tmp_path):
     model = shutil.copytree(work["pivot"], tmp_path / "novocab")
     tokenizer = json.loads((model / "tokenizer.json").read_text())

@@ -188,15 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     from .data import read_corpus
-    from .storage import write_json
+    from .storage import check_output_file, write_json
 
     args = build_parser().parse_args(argv)
     if args.command == "split":
+        for flag in ("train", "heldout"):
+            check_output_file(getattr(args, flag), f"--{flag}", [args.corpus])
         train, heldout = heldout_split(read_corpus(args.corpus), args.every)
         write_json(args.train, train)
         write_json(args.heldout, heldout)
         print(f"{len(train)} training records -> {args.train}; {len(heldout)} held out -> {args.heldout}")
     else:
+        check_output_file(args.out, "--out", [args.aligned, args.teacher, args.teacher_set,
+                                              *parse_models(args.models).values()])
         result = measure(args.aligned, parse_models(args.models), args.teacher, args.teacher_set)
         write_json(args.out, result)
         for label, m in result["models"].items():

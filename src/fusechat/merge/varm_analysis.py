@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ..errors import InputError, run_cli
 from ..modeling import check_model_path
-from ..storage import split_paths, write_json
+from ..storage import check_output_file, split_paths, write_json
 from .inputs import aligned_tensors, chunks
 from .varm import group_key
 
@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     if not targets:
         raise InputError("--target_models: no model given")
     paths = output_paths(targets, args.save_dir, args.save_path)
+    for path in paths:
+        check_output_file(path, "--save_path" if args.save_path else "--save_dir", [args.base_model, *targets])
     stats = variation_statistics(args.base_model, targets, args.merge_type, args.cache_dir)
     for path, stat in zip(paths, stats):
         write_json(path, stat)
