@@ -105,17 +105,19 @@ class DistributionAligner:
     def _source_rows(self, base_ids, base_tokens, blending_ids, blending_tokens, alignment) -> np.ndarray:
         base_marker, blending_marker, method = self.base_marker, self.blending_marker, self.method
         replaced = [token.replace(blending_marker, base_marker) for token in blending_tokens]
-        mapped_at = self.blending_to_base[np.asarray(blending_ids, dtype=np.int64)].tolist() \
-            if method.match_uses_mapping else None
-
-        def takes(i: int, j: int) -> bool:
-            return method.takes(base_tokens[i], replaced[j], mapped_at is not None and base_ids[i] == mapped_at[j])
+        single = [matched[0] if len(matched) == 1 else -1 for matched in alignment]
+        matched_tokens = [replaced[j] if j >= 0 else None for j in single]
+        mapped = None
+        if method.match_uses_mapping:  # the mapping sends the matched source id to the base id
+            at = np.asarray(single, dtype=np.int64)
+            mapped_ids = self.blending_to_base[np.asarray(blending_ids, dtype=np.int64)[np.maximum(at, 0)]]
+            mapped = ((at >= 0) & (mapped_ids == np.asarray(base_ids, dtype=np.int64))).tolist()
 
         def many(i: int) -> int:
             return _many_to_one(base_tokens[i], alignment[i], blending_tokens, base_marker, blending_marker)
 
-        single = [matched[0] if len(matched) == 1 else -1 for matched in alignment]
-        return source_rows(single, takes, many if method.many_to_one and self.use_token_alignment_matrix else None)
+        return source_rows(single, base_tokens, matched_tokens, method.takes, mapped,
+                           many if method.many_to_one and self.use_token_alignment_matrix else None)
 
     def candidate_distributions(self, blending_logits: Sequence[Sequence[float]],
                                 blending_indices: Sequence[Sequence[int]]) -> list[tuple[list[float], list[int]]]:

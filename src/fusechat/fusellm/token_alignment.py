@@ -127,14 +127,15 @@ def align_row(base_ids, blending_ids, blending_logits, blending_indices, tables:
     first, last = token_alignment_spans(base_pieces, blending_pieces, tables.base_marker, tables.blending_marker,
                                         tie_order=TIE_ORDER, empty_fallback=False)
     method, mapping, replaced, marker = tables.method, tables.mapping, tables.blending_replaced, tables.base_marker
-
-    def takes(i: int, j: int) -> bool:
-        bt, blt = base_pieces[i], replaced[blending_ids[j]]
-        if i == 0 and tables.byte_level_blending and bt.startswith(marker) and not blt.startswith(marker):
-            blt = marker + blt  # 12.8 #8
-        return method.takes(bt, blt, mapping is not None and method.match_uses_mapping and mapping.get(blt) == bt)
-
-    rows = source_rows(np.where(first == last, first, -1).tolist(), takes)
+    single = np.where(first == last, first, -1).tolist()
+    matched = [replaced[blending_ids[j]] if j >= 0 else None for j in single]
+    if (single[0] >= 0 and tables.byte_level_blending and base_pieces[0].startswith(marker)
+            and not matched[0].startswith(marker)):
+        matched[0] = marker + matched[0]  # 12.8 #8
+    mapped = None
+    if mapping is not None and method.match_uses_mapping:
+        mapped = [blt is not None and mapping.get(blt) == bt for bt, blt in zip(base_pieces, matched)]
+    rows = source_rows(single, base_pieces, matched, method.takes, mapped)
     return aligned_distributions(rows, base_ids, blending_logits, blending_indices, tables.candidates,
                                  one_hot_offset=1 if onehot_next_token else 0, outside=NO_PIECE)
 

@@ -26,15 +26,18 @@ ONE_HOT, EMPTY = -1, -2
 DROPPED = -1
 
 
-def source_rows(single: Sequence[int], takes: Callable[[int, int], bool],
+def source_rows(single: Sequence[int], base_tokens: Sequence[str], matched_tokens: Sequence[str | None],
+                takes: Callable[[str, str, bool], bool], mapped: Sequence[bool] | None = None,
                 many: Callable[[int], int] | None = None) -> np.ndarray:
-    """Per base position i: ``single[i]`` (the one source position matched to i, -1 when several are)
-    if ``takes(i, single[i])``; ``many(i)`` where several are matched (ONE_HOT without ``many``);
-    else ONE_HOT."""
+    """Per base position i: ``single[i]``, the one source position matched to i (-1 when several
+    are), if the align method ``takes(base_tokens[i], matched_tokens[i], mapped[i])`` it (the matched
+    source token with the base word-start marker; ``mapped``: the vocabulary mapping sends it to the
+    base token, False when not given); ``many(i)`` where several are matched (ONE_HOT without
+    ``many``); else ONE_HOT."""
     rows = [ONE_HOT] * len(single)
     for i, j in enumerate(single):
         if j >= 0:
-            if takes(i, j):
+            if takes(base_tokens[i], matched_tokens[i], mapped is not None and mapped[i]):
                 rows[i] = j
         elif many is not None:
             rows[i] = many(i)
