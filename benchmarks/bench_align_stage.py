@@ -13,6 +13,14 @@ tokenized set and not; soft at token level; hard; ``--not_align``), filter_nan a
 Run it on two trees (``--models`` the same fixture folder) and ``compare`` the outputs: every
 saved dataset (features, rows, values), mapping file and count matrix must be equal.
 
+``run`` then trains the pivot a few steps on CPU (FuseChat/train/train.py, the published flags
+CPU subset) on the filtered aligned set (pairwise fusion) and on the fuse_multi set (MinCE over
+two sources), and runs FuseLLM end to end through scripts/demo_fusellm.sh on its tiny models:
+long-text split, top-k capture of the three models, both vocabulary mappings, the chained token
+and distribution alignment, packing and a few MinCE training steps. Every logged training loss is
+saved as ``*_losses.json`` (trainer_state's log_history without the timings); ``compare`` reads
+the FuseLLM outputs in their stage folders under ``fusellm/``.
+
 ``time`` runs the align stage of the published pipeline (token pass over both splits, then one
 distribution pass per split, ``--align_type default --use_token_alignment_matrix``) with this tree
 and with ``--reference`` (another checkout's root) on the same representation sets, alternating,
@@ -109,7 +117,47 @@ def run(args) -> None:
                "--output_data_dir", out / f"fnan_split{i}")
     script(tree, "fuse_multi", "--dataset_dir", f"{out / 'replaced_split0'},{out / 'default_aligned_split0'}",
            "--dataset_save_dir", out / "fused_split0")
+    for name, data in (("pairwise", out / "fnan_split0"), ("fuse_multi", out / "fused_split0")):
+        fusechat_train(tree, models / PIVOT, data, out / f"train_{name}")
+    fusellm(tree, models, out / "fusellm")
     print(f"outputs in {out}")
+
+
+def save_losses(state: Path, to: Path) -> None:
+    """The logged losses of a training run (log_history without the timing entries)."""
+    history = json.loads(state.read_text())["log_history"]
+    timings = ("runtime", "per_second", "total_flos")
+    kept = [{k: v for k, v in entry.items() if not any(t in k for t in timings)} for entry in history]
+    to.write_text(json.dumps(kept, indent=1))
+
+
+def fusechat_train(tree: Path, model: Path, data: Path, out: Path) -> None:
+    """A few MinCE steps of train.py on CPU; keeps the losses only."""
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        script(tree, "train", "--model_name_or_path", model, "--data_path", data, "--output_dir", tmp,
+               "--max_steps", 3, "--per_device_train_batch_size", 2, "--gradient_accumulation_steps", 2,
+               "--learning_rate", "1e-3", "--lr_scheduler_type", "cosine", "--warmup_ratio", 0,
+               "--logging_steps", 1, "--save_strategy", "no", "--model_max_length", 128,
+               "--conv_temp", "openchat_3.5", "--lazy_preprocess", "True", "--do_train", "--do_fuse",
+               "--fuse_with_ref_model", "True", "--fuse_loss_type", "ce", "--fuse_temperature", "1.0",
+               "--lm_loss_weight", "0.9", "--dataloader_num_workers", 0, "--remove_unused_columns", "False",
+               "--seed", 42, "--use_cpu", "True", "--report_to", "none")
+        save_losses(Path(tmp) / "trainer_state.json", out.with_name(out.name + "_losses.json"))
+
+
+def fusellm(tree: Path, models: Path, out: Path) -> None:
+    """FuseLLM's stages through its demo driver; the checkpoint's weights are replaced by its losses."""
+    import shutil
+
+    env = dict(os.environ, WORK_DIR=str(out), MODELS_DIR=str(models), PYTHONPATH=str(tree / "src"),
+               HF_HUB_OFFLINE="1", GPUS="", OMP_NUM_THREADS="1")
+    done = subprocess.run([str(tree / "scripts" / "demo_fusellm.sh")], env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"demo_fusellm.sh failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
+    for ckpt in (out / "checkpoints").iterdir():
+        save_losses(ckpt / "trainer_state.json", out / f"{ckpt.name}_losses.json")
+    for name in ("checkpoints", "logs"):  # weights and timings: not outputs that must stay equal
+        shutil.rmtree(out / name)
 
 
 def compare_folders(a: Path, b: Path) -> list[str]:
@@ -123,12 +171,19 @@ def compare_folders(a: Path, b: Path) -> list[str]:
         problems.append(f"different outputs: {sorted(set(names_a) ^ set(names_b))}")
     for name in sorted(set(names_a) & set(names_b)):
         pa_, pb_ = a / name, b / name
-        if pa_.is_dir() and (pa_ / "dataset_dict.json").exists():
-            da, db = load_from_disk(str(pa_))["train"], load_from_disk(str(pb_))["train"]
-            if da.features != db.features:
-                problems.append(f"{name}: features differ: {da.features} vs {db.features}")
-            elif not da.with_format("arrow")[:].equals(db.with_format("arrow")[:]):
-                problems.append(f"{name}: values differ ({len(da)} vs {len(db)} rows)")
+        if pa_.is_dir() and not (pa_ / "dataset_dict.json").exists():
+            problems += [f"{name}/{line}" for line in compare_folders(pa_, pb_)]
+        elif pa_.is_dir() and (pa_ / "dataset_dict.json").exists():
+            sa, sb = load_from_disk(str(pa_)), load_from_disk(str(pb_))
+            if sorted(sa) != sorted(sb):
+                problems.append(f"{name}: splits differ: {sorted(sa)} vs {sorted(sb)}")
+                continue
+            for split in sorted(sa):
+                da, db = sa[split], sb[split]
+                if da.features != db.features:
+                    problems.append(f"{name}[{split}]: features differ: {da.features} vs {db.features}")
+                elif not da.with_format("arrow")[:].equals(db.with_format("arrow")[:]):
+                    problems.append(f"{name}[{split}]: values differ ({len(da)} vs {len(db)} rows)")
         elif name.endswith(".npz"):
             ma, mb = sparse.load_npz(pa_), sparse.load_npz(pb_)
             if ma.shape != mb.shape or (ma != mb).nnz or ma.dtype != mb.dtype:
@@ -145,7 +200,9 @@ def compare(args) -> None:
     problems = compare_folders(Path(args.a), Path(args.b))
     for line in problems:
         print(line)
-    print(f"{len(list(Path(args.a).iterdir()))} outputs compared: " + ("identical" if not problems else "DIFFERENT"))
+    count = sum(1 for p in Path(args.a).rglob("*") if (p / "dataset_dict.json").exists() or
+                p.suffix in (".json", ".npz") and not any((q / "dataset_dict.json").exists() for q in p.parents))
+    print(f"{count} outputs compared: " + ("identical" if not problems else "DIFFERENT"))
     sys.exit(1 if problems else 0)
 
 

@@ -40,8 +40,9 @@ from token_alignment_oracle import literal_align_tokens  # noqa: E402
 
 from text_sizes import prefix_with_tokens  # noqa: E402
 from fusechat import fixtures  # noqa: E402
-from fusechat.alignment.distribution_alignment import EMPTY, ONE_HOT, DistributionAligner  # noqa: E402
-from fusechat.alignment.token_alignment import align_tokens, decoded_token_strings  # noqa: E402
+from fusechat.alignment.distribution_alignment import DistributionAligner  # noqa: E402
+from fusechat.kernels.distribution import EMPTY, ONE_HOT  # noqa: E402
+from fusechat.kernels.dtw import align_tokens, decoded_token_strings  # noqa: E402
 from fusechat.alignment.vocab_mapping import (  # noqa: E402
     AlignmentCounts, Vocabulary, matched_blending_ids, mined_mapping, ms_mapping, vocabulary_of,
 )

@@ -8,7 +8,7 @@ Batch 4 x length 2048 x vocabulary 32002 x top-10, pivot lists full, source list
     the whole TrainCollator call (padding included) on an Arrow batch (what the Trainer feeds it)
     and on Python row dicts. Time and bytes held by the targets.
 (b) The fuse loss given the student's log-softmax (shared with the LM loss, so not timed): dense
-    -sum(target * log_probs) over the vocabulary vs the gather of sparse_fuse_loss, forward; and
+    -sum(target * log_probs) over the vocabulary vs the gather of distill_loss (the target's softmax included), forward; and
     LM + fuse loss, forward + backward down to the log-softmax (the trainer's lm_and_fuse_losses:
     one gather for both), next to the LM loss alone. Same float32 targets for both; the relative
     difference of the two fuse losses is printed.
@@ -31,8 +31,8 @@ import torch
 from fusechat import schema
 from fusechat.training.collator import TrainCollator
 from fusechat.training.datasets import ArrowRows
-from fusechat.training.fuse_loss import (lm_and_fuse_losses, lm_loss, masked_mean, next_label_mask,
-                                         sparse_fuse_loss, target_probabilities)
+from fusechat.kernels.losses import distill_loss, lm_loss, masked_mean, next_label_mask, target_probabilities
+from fusechat.training.fuse_loss import lm_and_fuse_losses
 
 B, T, V, K = 4, 2048, 32002, 10
 
@@ -135,7 +135,8 @@ def bench_loss(batch: dict, repeats: int) -> None:
         return masked_mean(-(dense_target * lp).sum(-1), mask)
 
     def sparse(lp):
-        return sparse_fuse_loss(lp, labels, *targets)
+        sparse_probs = target_probabilities(batch["target_logits"], batch["target_mask"])
+        return distill_loss(lp, batch["target_ids"], sparse_probs, batch["target_mask"], next_label_mask(labels))
 
     def backward(losses):
         lp = log_probs.detach().requires_grad_(True)

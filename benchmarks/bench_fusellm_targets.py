@@ -33,7 +33,7 @@ from fusechat.fusellm.collator import DistillCollator
 from fusechat.fusellm.distill import mince_choice, teacher_rewards
 from fusechat.kernels.teacher_rules import WEIGHTED
 from fusechat.training.datasets import ArrowRows
-from fusechat.training.fuse_loss import lm_and_fuse_losses
+from fusechat.kernels.losses import lm_and_distill_losses
 
 B, T, V, K = 1, 2048, 32000, 10
 TEACHERS = (("per_step_logits", "per_step_indices", "metric_ce"),
@@ -152,8 +152,8 @@ def main() -> None:
     log_probs = torch.log_softmax(torch.randn(B, T, V) * 2, dim=-1)
     mask = batch["attention_mask"].float()
     reference = float(dense_loss(target, log_probs, mask))
-    _, ours = lm_and_fuse_losses(log_probs, batch["labels"], None, batch["target_ids"], batch["target_mask"],
-                                 target_probs=batch["target_probs"], loss_mask=batch["attention_mask"].bool())
+    _, ours = lm_and_distill_losses(log_probs, batch["labels"], batch["target_ids"], batch["target_probs"],
+                                    batch["target_mask"], distill_mask=batch["attention_mask"].bool())
     print(f"    distill CE: dense {reference:.8f}  top-k {float(ours):.8f}  "
           f"relative difference {abs(float(ours) - reference) / abs(reference):.1e}")
 

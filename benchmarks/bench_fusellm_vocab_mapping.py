@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fusellm_oracle import literal_mined_entry  # noqa: E402
 from fusechat import fixtures  # noqa: E402
-from fusechat.fusellm.vocab_mapping import _levenshtein, default_vocab_mapping, ordered_pieces  # noqa: E402
+from fusechat.fusellm.vocab_mapping import default_vocab_mapping, ordered_pieces  # noqa: E402
+from fusechat.kernels.mined import levenshtein_matrix  # noqa: E402
 
 
 def main() -> None:
@@ -49,7 +50,7 @@ def main() -> None:
     literal_time = (time.perf_counter() - started) / len(sample) * len(searched)
     wide = [searched[i] for i in rng.choice(len(searched), min(2000, len(searched)), replace=False)]
     started = time.perf_counter()
-    exhaustive = _levenshtein(wide, base, args.workers).argmin(axis=1)
+    exhaustive = levenshtein_matrix(wide, base, args.workers).argmin(axis=1)
     exhaustive_time = (time.perf_counter() - started) / len(wide) * len(searched)
     identical = all(mapping[key] == literal[key] for key in sample) and all(
         mapping[key] == base[choice] for key, choice in zip(wide, exhaustive.tolist()))

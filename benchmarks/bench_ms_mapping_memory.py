@@ -30,7 +30,7 @@ import numpy as np
 from rapidfuzz.distance import Levenshtein
 
 from fusechat import fixtures
-from fusechat.alignment.token_alignment import align_tokens, decoded_token_strings
+from fusechat.kernels.dtw import align_tokens, decoded_token_strings
 from fusechat.alignment.vocab_mapping import (
     AlignmentCounts, Vocabulary, matched_blending_ids, mined_mapping, ms_mapping, vocabulary_of,
 )

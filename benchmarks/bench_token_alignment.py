@@ -24,7 +24,7 @@ from token_alignment_oracle import literal_align_tokens  # noqa: E402
 
 from text_sizes import prefix_with_tokens  # noqa: E402
 from fusechat import fixtures  # noqa: E402
-from fusechat.alignment.token_alignment import align_tokens, decoded_token_strings  # noqa: E402
+from fusechat.kernels.dtw import align_tokens, decoded_token_strings  # noqa: E402
 
 CHINESE = "知识融合是一种将多个大型语言模型的能力整合到一个模型中的方法，它不需要重新训练所有模型。"
 EMOJI = "Great job 🎉🎉! Let's celebrate 🥳👍🏽 with 🍕 and 🍺…   done ✔️"

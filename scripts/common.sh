@@ -134,13 +134,23 @@ require_split_num() {
 
 # run_step STAGE UNIT DONE_PATH CMD...
 # Run CMD with its output in LOG_DIR/STAGE/UNIT.log, unless DONE_PATH exists (the stages write
-# atomically, so an existing output is complete; OVERWRITE=1 redoes it). An empty DONE_PATH always
-# runs. A failure prints the end of the log and exits non-zero.
+# atomically, so an existing output is complete; OVERWRITE=1 redoes it) and was made by this very
+# command (recorded in LOG_DIR/STAGE/UNIT.command, one argument a line): after DATA_PATH,
+# MODEL_MAX_LENGTH or any other setting changed, the step stops naming what differs instead of
+# skipping. An empty DONE_PATH always runs. A failure prints the end of the log and exits non-zero.
 run_step() {
   local stage="$1" unit="$2" done_path="$3"; shift 3
-  local log="$LOG_DIR/$stage/$unit.log" start=$SECONDS
+  local log="$LOG_DIR/$stage/$unit.log" command_file="$LOG_DIR/$stage/$unit.command" start=$SECONDS
   mkdir -p "$LOG_DIR/$stage"
   if [[ -n "$done_path" && -e "$done_path" && "$OVERWRITE" != 1 ]]; then
+    if [[ ! -f "$command_file" ]]; then
+      die "[$stage] $unit: $(rel "$done_path") exists, but no record of the command that made it ($(rel "$command_file")); its settings cannot be checked: OVERWRITE=1 makes it again"
+    fi
+    local difference
+    difference="$(diff "$command_file" <(printf '%s\n' "$@") | grep -m 2 '^[<>]' | paste -sd ' ' - || true)"
+    if [[ -n "$difference" ]]; then
+      die "[$stage] $unit: $(rel "$done_path") was made with other settings than this run's ($difference); OVERWRITE=1 makes it again"
+    fi
     echo "[$stage] $unit: skipped, $(rel "$done_path") exists"
     printf '%s\t%s\tskipped\t0\t%s\n' "$stage" "$unit" "$done_path" >>"$STEPS_FILE"
     return 0
@@ -151,6 +161,7 @@ run_step() {
     tail -n 25 "$log" >&2
     exit 1
   fi
+  printf '%s\n' "$@" >"$command_file"
   echo "[$stage] $unit: done in $((SECONDS - start)) s"
   printf '%s\t%s\tran\t%s\t%s\n' "$stage" "$unit" "$((SECONDS - start))" "$done_path" >>"$STEPS_FILE"
 }

@@ -10,7 +10,7 @@ from scipy import sparse
 from distribution_alignment_oracle import oracle_align_distribution
 from token_alignment_oracle import literal_align_tokens
 
-from fusechat.alignment.token_alignment import decoded_token_strings
+from fusechat.kernels.dtw import decoded_token_strings
 from fusechat.alignment.vocab_mapping import vocabulary_of
 from fusechat.cli.align_token_and_vocab import main as align
 from fusechat.cli.get_data_representation import main as capture
@@ -105,7 +105,8 @@ def test_hard_and_soft(sets, tmp_path, pivot_path, diff_vocab_source_path, align
     align(common(sets, pivot_path, diff_vocab_source_path, "--base_dataset_dir", str(sets / "base_rep"),
                  "--blending_dataset_dir", str(sets / "blend_rep"), "--do_distribution_alignment", "--align_type",
                  align_type, "--blending_to_base_file", str(mapping), "--aligned_dataset_save_dir",
-                 str(tmp_path / "aligned"), "--metric_level", "token"))
+                 str(tmp_path / "aligned"), "--metric_level", "token",
+                 *["--accept_sets_without_provenance"] * (align_type == "soft")))  # the hand-made mapping
     out, base, blend = load(tmp_path / "aligned"), load(sets / "base_rep"), load(sets / "blend_rep")
     assert out["id"] == blend["id"] == [r["id"] for r in RECORDS]
     assert "metric_ce" not in out.column_names and "per_step_metric_ce" in out.column_names
@@ -143,7 +144,7 @@ def test_existing_matrix_and_mapping_are_reused(sets, tmp_path, pivot_path, diff
     mapping.write_text(json.dumps([7] * 151646))
     align(common(sets, pivot_path, diff_vocab_source_path, "--base_dataset_dir", str(sets / "base_tk"),
                  "--blending_dataset_dir", str(sets / "blend_tk"), "--do_token_alignment", "--token_alignment_matrix_file",
-                 str(matrix), "--blending_to_base_file", str(mapping)))
+                 str(matrix), "--blending_to_base_file", str(mapping), "--accept_sets_without_provenance"))
     assert json.loads(mapping.read_text()) == [7] * 151646  # untouched
 
 
@@ -164,7 +165,7 @@ def test_distribution_pass_needs_the_token_alignment_of_every_row(sets, tmp_path
         align(common(sets, pivot_path, diff_vocab_source_path, "--base_dataset_dir", str(sets / "base_rep"),
                      "--blending_dataset_dir", str(sets / "blend_rep"), "--do_distribution_alignment", *files,
                      "--aligned_dataset_tknz_save_dir", str(tmp_path / "short"),
-                     "--aligned_dataset_save_dir", str(tmp_path / "out")))
+                     "--aligned_dataset_save_dir", str(tmp_path / "out"), "--accept_sets_without_provenance"))
     assert not (tmp_path / "out").exists()
 
 
@@ -186,7 +187,8 @@ def test_bad_input(sets, tmp_path, pivot_path, diff_vocab_source_path, case, mes
     args = common(sets, pivot_path, diff_vocab_source_path, "--base_dataset_dir", str(sets / "base_rep"),
                   "--blending_dataset_dir", str(blending), "--do_distribution_alignment",
                   "--align_type", "bogus" if case == "align_type" else "default",
-                  "--blending_to_base_file", str(mapping), "--aligned_dataset_save_dir", str(tmp_path / "out"))
+                  "--blending_to_base_file", str(mapping), "--aligned_dataset_save_dir", str(tmp_path / "out"),
+                  "--accept_sets_without_provenance")  # hand-made mapping and sets
     if case == "missing_matrix":
         args += ["--use_token_alignment_matrix", "--token_alignment_matrix_file", str(matrix)]
     with pytest.raises(InputError, match=message):

@@ -48,8 +48,9 @@ def test_ratings_outside_one_to_ten_are_missing_scores_counted_and_reported(benc
 
 def test_a_score_out_of_range_in_an_existing_file_is_left_out(bench, capsys, tmp_path):
     judged = tmp_path / "j.jsonl"
-    judged.write_text("".join(json.dumps({"question_id": 81, "model": "m", "score": s, "turn": 1}) + "\n"
-                              for s in (4, 6, 42)))
+    judged.write_text("".join(json.dumps({"question_id": q, "model": "m", "score": s, "turn": 1}) + "\n"
+                              for q, s in ((81, 4), (111, 6))) + json.dumps({"question_id": 81, "model": "m",
+                                                                            "score": 42, "turn": 2}) + "\n")
     code, out = call(capsys, show_result, ["--data-dir", bench, "--input-file", judged, "--output-json",
                                            tmp_path / "t.json"])
     assert code == 0, out.err

@@ -18,7 +18,7 @@ import yaml
 from bad_input_common import assert_one_error, run_script, snapshot, umask, user_folder, write_corpus
 from fusechat.cli import align_token_and_vocab, fuse_multi, get_data_representation
 from fusechat.merge import cli as merge_cli
-from fusechat.storage import OUTPUT_MARKER, atomic_file, stale_siblings
+from fusechat.storage import OUTPUT_MARKER, atomic_file, mark_output, stale_siblings
 from fusechat.training import run as train
 from driver_stubs import no_work_done, project, run as run_driver, tokenizer_dirs  # noqa: F401
 from merge_fixtures import perturbed_copy
@@ -172,15 +172,15 @@ def test_a_truncated_count_matrix_is_named(rep_sets, tmp_path, capsys, pivot_pat
     matrix.write_bytes(matrix.read_bytes()[:100])
     code, err = run_script(capsys, align_token_and_vocab.main, align_argv(
         pivot_path, diff_vocab_source_path, rep_sets / "pivot_rep", rep_sets / "qwen_rep", tmp_path / "aligned",
-        "--use_token_alignment_matrix", "--token_alignment_matrix_file", matrix))
+        "--use_token_alignment_matrix", "--token_alignment_matrix_file", matrix, "--accept_sets_without_provenance"))
     assert_one_error(code, err, f"--token_alignment_matrix_file {matrix}: not a scipy sparse .npz")
     assert [p.name for p in tmp_path.iterdir()] == ["matrix.npz"]
 
 
 def test_fuse_multi_with_sets_of_different_row_counts_names_them(tmp_path, capsys, openchat_tokenizer):
     first, second = tmp_path / "first", tmp_path / "second"
-    save_set(aligned_rows(openchat_tokenizer, count=6, seed=1), first)
-    save_set(aligned_rows(openchat_tokenizer, count=4, seed=2), second)
+    save_set(aligned_rows(openchat_tokenizer, count=6, seed=1), first, tokenizer=openchat_tokenizer)
+    save_set(aligned_rows(openchat_tokenizer, count=4, seed=2), second, tokenizer=openchat_tokenizer)
     before = snapshot(tmp_path)
     code, err = run_script(capsys, fuse_multi.main, ["--dataset_dir", f"{first},{second}", "--dataset_save_dir",
                                                      tmp_path / "fused"])
@@ -217,7 +217,7 @@ def test_the_next_run_removes_what_a_killed_run_left(tmp_path, capsys, pivot_pat
     assert code == 0, err
     with atomic_file(tmp_path / "answers.jsonl") as handle:
         handle.write("{}\n")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["answers.jsonl", "rep", "tk"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".answers.jsonl{OUTPUT_MARKER}", "answers.jsonl", "rep", "tk"]
     assert (tmp_path / "answers.jsonl").stat().st_mode & 0o777 == 0o666 & ~umask()
 
 
@@ -225,11 +225,12 @@ def test_an_explicit_incomplete_checkpoint_is_named(tmp_path, capsys, pivot_path
     half = tmp_path / "out" / "checkpoint-3"
     half.mkdir(parents=True)
     (half / "config.json").write_text("{}")
+    mark_output(tmp_path / "out")  # as the interrupted run left it
     code, err = run_script(capsys, train.main, command(pivot_path, aligned_set, tmp_path / "out",
                                                        resume_from_checkpoint=half), prog="train.py")
     assert_one_error(code, err, f"--resume_from_checkpoint {half}: incomplete checkpoint (no trainer_state.json",
                      prog="train.py")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["checkpoint-3"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [OUTPUT_MARKER, "checkpoint-3"]
 
 
 @pytest.mark.slow
@@ -238,6 +239,7 @@ def test_a_half_written_checkpoint_is_skipped_with_a_warning(tmp_path, caplog, p
     half = out / "checkpoint-99"
     half.mkdir(parents=True)
     (half / "config.json").write_text("{}")
+    mark_output(out)  # as the interrupted run left it
     with caplog.at_level(logging.WARNING):
         trainer = train.main(command(pivot_path, aligned_set, out))
     assert f"skipping {half}: no trainer_state.json" in caplog.text

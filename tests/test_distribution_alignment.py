@@ -9,7 +9,7 @@ from token_alignment_oracle import literal_align_tokens
 from fusechat.alignment.distribution_alignment import (
     EMPTY, ONE_HOT, DistributionAligner, dropped_columns, fused_columns, not_aligned,
 )
-from fusechat.alignment.token_alignment import decoded_token_strings
+from fusechat.kernels.dtw import decoded_token_strings
 from fusechat.alignment.vocab_mapping import Vocabulary, vocabulary_of
 from fusechat.errors import InputError
 

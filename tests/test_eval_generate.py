@@ -14,6 +14,7 @@ from fusechat.eval.generate import (
 )
 from fusechat.eval.jsonl import read_jsonl
 from fusechat.eval.questions import category_temperature, load_questions
+from fusechat.storage import mark_file
 
 pytestmark = pytest.mark.slow  # end-to-end: whole scripts, model runs or subprocesses
 
@@ -215,5 +216,6 @@ def test_alpaca_eval_bad_inputs(tmp_path, pivot_path, capsys):
     assert "does not belong to this instruction file" in capsys.readouterr().err
     partial_path(tmp_path / "o.json").unlink()
     (tmp_path / "o.json").write_text(json.dumps([{"instruction": "different", "output": "x", "generator": "g"}]))
+    mark_file(tmp_path / "o.json")  # as an earlier run leaves it
     assert gen_alpaca_eval(args) == 2
     assert "holds outputs for other instructions" in capsys.readouterr().err

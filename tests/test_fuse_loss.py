@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from fusechat import schema
 from fusechat.training.collator import TrainCollator
-from fusechat.training.fuse_loss import lm_loss, mince_use_source, sparse_fuse_loss
+from fusechat.kernels.losses import distill_loss, lm_loss, next_label_mask, target_probabilities
+from fusechat.training.collator import source_wins as mince_source_wins
 
 V, K, PAD = 23, 4, 0
 
@@ -79,6 +80,12 @@ def dense_loss(student_logits, labels, target, loss_type):
     mask = torch.zeros_like(labels, dtype=torch.bool)
     mask[:, :-1] = labels[:, 1:] != -100
     return per_position[mask].sum() / mask.sum()
+
+
+def sparse_fuse_loss(log_probs, labels, target_logits, target_ids, target_mask, temperature=1.0, loss_type="ce"):
+    """FuseChat's fuse loss from the kernels: softmax(logits / T) targets, next-label positions."""
+    probs = target_probabilities(target_logits.to(log_probs.dtype), target_mask, temperature)
+    return distill_loss(log_probs, target_ids, probs, target_mask, next_label_mask(labels), loss_type)
 
 
 def sparse_loss(student_logits, batch, temperature, loss_type):
@@ -144,7 +151,7 @@ def test_one_position_by_hand():
     (0.5, 3.0, False),
 ])
 def test_mince_choice_in_bfloat16(pivot_ce, source_ce, source_wins):
-    assert mince_use_source([pivot_ce], [source_ce]).tolist() == [source_wins]
+    assert mince_source_wins(np.array([pivot_ce]), np.array([source_ce])).tolist() == [source_wins]
 
 
 def test_without_ref_model_the_source_is_used_even_when_worse():

@@ -11,9 +11,14 @@ from datasets import Dataset, DatasetDict, load_from_disk
 
 from fusechat.cli import filter_nan, fuse_multi, replace_model
 from fusechat.errors import InputError
+from fusechat.provenance import write_record
 from fusechat.schema import index_dtype_for, representation_features
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+# The record of the sets below: made-up ids, one made-up tokenizer.
+SYNTHETIC = {"kind": "synthetic", "tokenizer": {"path": "synthetic", "fingerprint": "synthetic", "size": 0}}
 
 
 def make_set(path, ids, seed, vocab=32002, metrics=None, per_token=True, input_ids=None, fused_metrics=None):
@@ -37,12 +42,12 @@ def make_set(path, ids, seed, vocab=32002, metrics=None, per_token=True, input_i
         for row, m in zip(rows, fused_metrics):
             row["fused_per_step_logits"] = [[float(rng.standard_normal())] for _ in row["input_ids"]]
             row["fused_per_step_indices"] = [[int(rng.integers(0, vocab))] for _ in row["input_ids"]]
-            with np.errstate(over="ignore"):  # 1e6 is inf in float16, which still loses to NaN (1e5)
-                row["fused_metric_ce"] = float(np.float16(m))
+            row["fused_metric_ce"] = float(np.float16(m))
         features["fused_per_step_logits"] = features["per_step_logits"]
         features["fused_per_step_indices"] = features["per_step_indices"]
         features["fused_metric_ce"] = features["metric_ce"]
     DatasetDict({"train": Dataset.from_list(rows, features=features)}).save_to_disk(str(path))
+    write_record(path, SYNTHETIC)
     return rows
 
 
@@ -119,7 +124,7 @@ def test_filter_nan_drops_and_reports(tmp_path, capsys):
 def test_fuse_all_mince_picks_lowest_with_nan_as_1e5(tmp_path):
     ids = [f"c{i}" for i in range(4)]
     same = [[3, 4, 5], [6, 7, 8, 9], [10, 11, 12], [13, 14, 15, 16]]
-    metrics = {"a": [0.5, math.nan, 0.4, 2.0], "b": [0.2, 3.0, 0.4, math.nan], "c": [0.9, 2.5, 0.1, 1e6]}
+    metrics = {"a": [0.5, math.nan, 0.4, 2.0], "b": [0.2, 3.0, 0.4, math.nan], "c": [0.9, 2.5, 0.1, 6e4]}
     rows = {k: make_set(tmp_path / k, ids, 1, input_ids=same, fused_metrics=m) for k, m in metrics.items()}
     fuse_multi.main(["--dataset_dir", f"{tmp_path}/a,{tmp_path}/b,{tmp_path}/c", "--dataset_save_dir",
                      str(tmp_path / "all")])
@@ -195,6 +200,7 @@ def make_token_set(path, rows, labels, seed):
     made = make_set(path, [f"c{i}" for i in range(len(rows))], seed, input_ids=rows)
     ds = load(path).map(lambda _, i: {"labels": labels[i]}, with_indices=True)
     DatasetDict({"train": ds}).save_to_disk(str(path) + "_l")
+    write_record(str(path) + "_l", SYNTHETIC)
     return made
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fusechat import fixtures
-from fusechat.alignment.token_alignment import align_tokens, token_cost_matrix
+from fusechat.kernels.dtw import align_tokens, token_cost_matrix
 from fusechat.errors import InputError
 from fusechat.fusellm import cli
 from fusechat.fusellm.common import encode_documents, load_stage_tokenizer
@@ -400,7 +400,7 @@ def test_packing_cli_nan_rows_token_level_and_fiter_nan(tmp_path):
     columns = _random_columns(random.Random(1), 6)
     columns["metric_ce_aligned_0"][4] = float("nan")
     DatasetDict({"train": Dataset.from_dict(columns)}).save_to_disk(str(tmp_path / "in"))
-    args = ["--dataset_dir", str(tmp_path / "in"), "--model_max_length", "5"]
+    args = ["--dataset_dir", str(tmp_path / "in"), "--model_max_length", "5", "--accept_sets_without_provenance"]
     with pytest.raises(InputError, match="row 4: metric_ce_aligned_0 is NaN"):
         cli.packing_main(args + ["--dataset_save_dir", str(tmp_path / "a")])
     assert not (tmp_path / "a").exists()

@@ -18,7 +18,7 @@ from fusechat.errors import InputError
 from fusechat.fusellm.collator import DistillCollator
 from fusechat.fusellm.distill import distill_weight
 from fusechat.fusellm.schedule import update_lr
-from fusechat.training.fuse_loss import lm_and_fuse_losses
+from fusechat.kernels.losses import lm_and_distill_losses
 
 V = 40
 
@@ -94,9 +94,9 @@ def sparse_and_oracle_losses(rows, mode, candidates, loss_type="ce", temperature
     batch = collator(rows)
     torch.manual_seed(seed)
     log_probs = torch.log_softmax(torch.randn(*batch["input_ids"].shape, V) * 2, dim=-1)
-    lm, distill = lm_and_fuse_losses(log_probs, batch["labels"], None, batch["target_ids"], batch["target_mask"],
-                                     loss_type=loss_type, target_probs=batch["target_probs"],
-                                     loss_mask=batch["attention_mask"].bool(), entropy_dtype=torch.bfloat16)
+    lm, distill = lm_and_distill_losses(log_probs, batch["labels"], batch["target_ids"], batch["target_probs"],
+                                        batch["target_mask"], distill_mask=batch["attention_mask"].bool(),
+                                        loss_type=loss_type, entropy_dtype=torch.bfloat16)
     # Oracle: dense targets, per-position CE/KL, mean over attention_mask (last real position included).
     total, count = 0.0, 0
     for b, row in enumerate(rows):
@@ -241,8 +241,8 @@ def test_distill_mask_includes_the_last_real_position():
     log_probs = torch.log_softmax(torch.randn(2, 5, V) * 2, dim=-1)
     without_last = batch["attention_mask"].bool().clone()
     without_last[0, 2] = without_last[1, 4] = False
-    _, shorter = lm_and_fuse_losses(log_probs, batch["labels"], None, batch["target_ids"], batch["target_mask"],
-                                    target_probs=batch["target_probs"], loss_mask=without_last)
+    _, shorter = lm_and_distill_losses(log_probs, batch["labels"], batch["target_ids"], batch["target_probs"],
+                                       batch["target_mask"], distill_mask=without_last)
     assert float(shorter) != pytest.approx(ours, rel=1e-4)
 
 

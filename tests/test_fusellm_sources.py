@@ -23,7 +23,7 @@ from fusechat.fusellm import train
 from fusechat.fusellm.collator import DistillCollator
 from fusechat.fusellm.train_arguments import parse_source_indices
 from fusechat.kernels.teacher_rules import MINCE, TEACHER_RULES, WEIGHTED, teacher_rule
-from fusechat.training.fuse_loss import lm_and_fuse_losses
+from fusechat.kernels.losses import lm_and_distill_losses
 from test_fusellm_train import command, packed_rows, save_packed
 
 V = 48
@@ -160,8 +160,8 @@ def test_three_sources_sparse_targets_give_the_dense_loss(mode, candidates):
         assert batch["teacher_choice"].tolist() == [-1] * 4
     torch.manual_seed(0)
     log_probs = torch.log_softmax(torch.randn(*batch["input_ids"].shape, V) * 2, dim=-1)
-    _, distill = lm_and_fuse_losses(log_probs, batch["labels"], None, batch["target_ids"], batch["target_mask"],
-                                    target_probs=batch["target_probs"], loss_mask=batch["attention_mask"].bool())
+    _, distill = lm_and_distill_losses(log_probs, batch["labels"], batch["target_ids"], batch["target_probs"],
+                                       batch["target_mask"], distill_mask=batch["attention_mask"].bool())
     total, count = 0.0, 0
     for b, row in enumerate(rows):
         q = oracle_target(row, mode, candidates).astype(np.float64)

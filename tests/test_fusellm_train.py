@@ -3,6 +3,7 @@ sets built here, the CLM baseline, the released and the paper optimizer, torchru
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from fusechat import fixtures, provenance
 from fusechat.errors import InputError
 from fusechat.fusellm import train
 from fusechat.fusellm.schedule import update_lr
@@ -96,7 +98,17 @@ def save_packed(path, train_rows, validation_rows, drop=()):
         return Dataset.from_list([{k: v for k, v in row.items() if k not in drop} for row in rows])
 
     DatasetDict({"train": dataset(train_rows), "validation": dataset(validation_rows)}).save_to_disk(str(path))
+    provenance.write_record(path, pivot_record())
     return str(path)
+
+
+@functools.lru_cache(maxsize=1)
+def pivot_record() -> dict:
+    """The provenance record of a set of the tiny pivot's token ids (as forward_for_logits.py writes it)."""
+    from fusechat.modeling import load_tokenizer
+
+    pivot = str(fixtures.build_tiny_model(fixtures.PIVOT))
+    return provenance.fusellm_record(load_tokenizer(pivot), pivot, LENGTH, ["random rows"])
 
 
 @pytest.fixture(scope="module")

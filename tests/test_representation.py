@@ -305,10 +305,10 @@ def test_metric_ce_in_float16_exactly_as_released(tmp_path):
 
 def test_mince_rewards_compare_in_bfloat16():
     """The released MinCE choice: exp(-ce) in bfloat16; CEs one bfloat16 step apart may tie (pivot wins)."""
-    from fusechat.training.fuse_loss import mince_use_source
+    from fusechat.training.collator import source_wins
 
     pivot = np.array([1.0300, 1.0400, 2.0], dtype=np.float16)
     source = np.array([1.0280, 1.0300, 1.9], dtype=np.float16)
     # bfloat16(1.0300) == bfloat16(1.0280) == 1.03125: a tie, the pivot keeps it (float32 would pick the
     # source); bfloat16(1.0400) == 1.0390625 > 1.03125: the source.
-    assert mince_use_source(pivot, source).tolist() == [False, True, True]
+    assert source_wins(pivot, source).tolist() == [False, True, True]

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from token_alignment_oracle import literal_align_tokens, literal_cost_matrix
 
 from fusechat import fixtures
-from fusechat.alignment.token_alignment import (
+from fusechat.kernels.dtw import (
     align_tokens, decoded_token_strings, token_alignment_spans, token_cost_matrix,
 )
 from fusechat.errors import InputError

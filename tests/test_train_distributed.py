@@ -29,7 +29,7 @@ def test_two_processes_train_on_different_rows_and_save_a_loadable_model(tmp_pat
     from transformers import AutoModelForCausalLM
 
     rows = aligned_rows(openchat_tokenizer, count=12, seed=3)
-    data = save_set(rows, tmp_path / "set")
+    data = save_set(rows, tmp_path / "set", tokenizer=openchat_tokenizer)
     output_dir = tmp_path / "out"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
                str(SCRIPT), "--model_name_or_path", str(pivot_path), "--data_path", str(data),

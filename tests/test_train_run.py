@@ -87,7 +87,7 @@ def test_train_baseline_is_plain_sft_on_a_representation_set(tmp_path, pivot_pat
 
     rows = [{k: v for k, v in row.items() if not k.startswith("fused")}
             for row in aligned_rows(openchat_tokenizer, count=4)]
-    data = save_set(rows, tmp_path / "representation")
+    data = save_set(rows, tmp_path / "representation", tokenizer=openchat_tokenizer)
     trainer = run.main(command(pivot_path, data, tmp_path / "out", max_steps=1, do_fuse="False",
                                train_baseline="True"))
     assert not isinstance(trainer, run.FuseTrainer)
@@ -169,7 +169,7 @@ def _nan_metric(rows):
 def test_bad_aligned_sets_fail_before_training(tmp_path, monkeypatch, pivot_path, openchat_tokenizer, corrupt,
                                                message):
     monkeypatch.setattr(run, "load_causal_lm", lambda *a, **k: pytest.fail("the model was loaded"))
-    data = save_set(corrupt(aligned_rows(openchat_tokenizer, count=6)), tmp_path / "bad")
+    data = save_set(corrupt(aligned_rows(openchat_tokenizer, count=6)), tmp_path / "bad", tokenizer=openchat_tokenizer)
     with pytest.raises(InputError, match=f"{tmp_path / 'bad'}: .*{message}"):
         run.main(command(pivot_path, data, tmp_path / "out"))
 
@@ -179,7 +179,7 @@ def test_a_set_of_another_tokenizer_is_a_vocabulary_mismatch(tmp_path, monkeypat
     data = save_set(aligned_rows(qwen_tokenizer, count=3), tmp_path / "qwen", index_dtype="int32")
     with pytest.raises(InputError, match=r"row 0 \(id 'conv-0'\): input_ids hold id \d+, outside the model's "
                                          r"vocabulary of 32002 ids: the set was made with another tokenizer"):
-        run.main(command(pivot_path, data, tmp_path / "out"))
+        run.main(command(pivot_path, data, tmp_path / "out") + ["--accept_sets_without_provenance"])
 
 
 @pytest.mark.parametrize("flag, value, message", [

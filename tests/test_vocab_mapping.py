@@ -8,13 +8,15 @@ from hypothesis import given, settings, strategies as st
 from scipy import sparse
 from token_alignment_oracle import levenshtein
 
-from fusechat.alignment.token_alignment import align_tokens, decoded_token_strings
+from fusechat.kernels.dtw import align_tokens, decoded_token_strings
 from fusechat.alignment.vocab_mapping import (
-    AlignmentCounts, Vocabulary, alignment_pairs, blending_to_base_mapping, check_align_type, exact_mapping,
+    AlignmentCounts, Vocabulary, alignment_pairs, blending_to_base_mapping, exact_mapping,
     load_blending_to_base, load_count_matrix, matched_blending_ids, mined_mapping, ms_mapping,
-    save_blending_to_base, save_count_matrix, vocabulary_of, word_start_marker,
+    save_blending_to_base, save_count_matrix, vocabulary_of,
 )
 from fusechat.errors import InputError
+from fusechat.kernels.align_methods import align_method
+from fusechat.kernels.mined import word_start_marker
 
 SP, BL = "\u2581", "\u0120"  # "▁", "Ġ"
 
@@ -99,9 +101,9 @@ def test_vocabulary_of_the_real_tokenizers(openchat_tokenizer, qwen_tokenizer):
 
 
 def test_unknown_align_type_is_an_input_error():
-    assert check_align_type("soft") == "soft"
-    with pytest.raises(InputError, match="--align_type 'fuzzy'"):
-        check_align_type("fuzzy")
+    assert align_method("soft").name == "soft"
+    with pytest.raises(InputError, match="--align_type 'fuzzy' is unknown; choose from hard, soft, default"):
+        align_method("fuzzy")
 
 
 # --- EM and MinED -------------------------------------------------------------------------------
@@ -126,13 +128,13 @@ pieces = st.text(alphabet=["a", "b", "c", SP, BL], min_size=1, max_size=5)
 @settings(max_examples=150, deadline=None)
 @given(blending_pieces=st.lists(pieces, min_size=1, max_size=12, unique=True),
        base_pieces=st.lists(pieces, min_size=1, max_size=12, unique=True),
-       swap_markers=st.booleans(), chunk_size=st.integers(1, 4))
-def test_mined_mapping_matches_the_brute_force_oracle(blending_pieces, base_pieces, swap_markers, chunk_size):
+       swap_markers=st.booleans())
+def test_mined_mapping_matches_the_brute_force_oracle(blending_pieces, base_pieces, swap_markers):
     blending_marker, base_marker = (SP, BL) if swap_markers else (BL, SP)
     blending = Vocabulary(tuple(blending_pieces), blending_marker)
     base = Vocabulary(tuple(base_pieces), base_marker)
     expected = oracle_mined(blending_pieces, base_pieces, blending_marker, base_marker)
-    assert mined_mapping(blending, base, chunk_size=chunk_size, progress=False) == expected
+    assert mined_mapping(blending, base, progress=False) == expected
     exact = exact_mapping(blending, base).tolist()
     assert all(e == -1 or e == m for e, m in zip(exact, expected))
 
@@ -144,7 +146,7 @@ def test_mined_mapping_on_real_sub_vocabularies(openchat_tokenizer, qwen_tokeniz
     base = Vocabulary(openchat.pieces[:3000], SP)
     # A spread of Qwen pieces: ASCII words, Chinese byte strings, code, whitespace runs.
     blending = Vocabulary(qwen.pieces[0:151646:500], BL)
-    got = mined_mapping(blending, base, chunk_size=64, progress=False)
+    got = mined_mapping(blending, base, progress=False)
     for blending_id, piece in enumerate(blending.pieces):
         query = piece.replace(BL, SP)
         if query in base.index:

@@ -82,11 +82,17 @@ def aligned_rows(tokenizer, count: int = 12, k: int = 4, seed: int = 0, vocab: i
     return [add_fused(add_representation(row, vocab, k, rng), vocab, k, rng) for row in token_rows(tokenizer, count)]
 
 
-def save_set(rows: list[dict], path, index_dtype: str = "uint16"):
-    """Save ``rows`` as a DatasetDict with a train split, with the schema's types of their columns."""
+def save_set(rows: list[dict], path, index_dtype: str = "uint16", tokenizer=None):
+    """Save ``rows`` as a DatasetDict with a train split, with the schema's types of their columns;
+    with ``tokenizer``, the provenance record of a set tokenized by it (as the stages write one)."""
     from datasets import Dataset, DatasetDict, Features
+
+    from fusechat import provenance
 
     every = aligned_features(index_dtype)
     features = Features({name: every[name] for name in rows[0]})
     DatasetDict({"train": Dataset.from_list(rows, features=features)}).save_to_disk(str(path))
+    if tokenizer is not None:
+        provenance.write_record(path, {"kind": "aligned", "tokenizer": {
+            "path": tokenizer.name_or_path, **provenance.tokenizer_fingerprint(tokenizer)}})
     return path

@@ -28,4 +28,5 @@ def command(model, data, output_dir, **overrides) -> list[str]:
 
 @pytest.fixture(scope="module")
 def aligned_set(tmp_path_factory, openchat_tokenizer):
-    return save_set(aligned_rows(openchat_tokenizer, count=12), tmp_path_factory.mktemp("aligned") / "set")
+    return save_set(aligned_rows(openchat_tokenizer, count=12), tmp_path_factory.mktemp("aligned") / "set",
+                    tokenizer=openchat_tokenizer)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,12 +81,26 @@ def conversation_messages(record, index: int = 0, dropped: list | None = None) -
     return messages
 
 
+# A \uD800-\uDBFF escape not followed by a \uDC00-\uDFFF one, or the second without the first.
+LONE_SURROGATE = re.compile(r"(?<!\\)\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+                            r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+
+
 def read_corpus(path: str | Path) -> list:
     """Read a JSON list (or JSON Lines) of records; a clear error for malformed JSON."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"data file not found: {p}")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = p.read_bytes()[: exc.start].count(b"\n") + 1
+        raise InputError(f"{p}: line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save the corpus "
+                         "as UTF-8") from None
+    lone = LONE_SURROGATE.search(text)
+    if lone:
+        raise InputError(f"{p}: line {text.count(chr(10), 0, lone.start()) + 1}: {lone.group()} is half of a UTF-16 "
+                         "surrogate pair, not a character (the text cannot be tokenized)")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -86,7 +86,7 @@ def is_dataset(path: str) -> bool:
 
 def positions_carrying_source(dataset) -> tuple[int, int]:
     """(positions whose fused entry is the source's distribution, all positions)."""
-    from .alignment.aligned_sets import carried_positions
+    from .kernels.distribution import carried_positions
     from .schema import FUSED_INDICES, FUSED_LOGITS
 
     carried = total = 0
@@ -101,11 +101,11 @@ def source_wins(dataset) -> tuple[int, int]:
     """(rows whose training target is the source's distribution under MinCE, rows)."""
     from .fused_sets import metric_values
     from .schema import FUSED_METRIC_CE, METRIC_CE
-    from .training.fuse_loss import mince_use_source
+    from .training.collator import source_wins as mince_source_wins
 
     if len(dataset) == 0:
         return 0, 0
-    wins = mince_use_source(metric_values(dataset, METRIC_CE), metric_values(dataset, FUSED_METRIC_CE))
+    wins = mince_source_wins(metric_values(dataset, METRIC_CE), metric_values(dataset, FUSED_METRIC_CE))
     return int(wins.sum()), len(dataset)
 
 

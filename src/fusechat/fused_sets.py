@@ -3,7 +3,7 @@
 * ``replace_columns``: same-vocabulary sources (replace_model): the source's distributions become the
   pivot rows' fused columns, or (``pivot`` mode) overwrite the pivot's own columns.
 * ``nan_rows`` / ``drop_rows``: filter_nan.
-* ``mince_choice`` / ``select_fused``: fuse_multi, FuseLLM's multi-source MinCE (``fuse-all-mince``)
+* ``lowest_metric_choice`` / ``select_fused``: fuse_multi, FuseLLM's multi-source MinCE (``fuse-all-mince``)
   and plugging in a new source (``add-new``).
 
 All work on Arrow columns, never on Python loops over rows.
@@ -18,10 +18,11 @@ import numpy as np
 
 from .arrow import arrow_column, without_indices_mapping
 from .errors import InputError
+from .kernels.teacher_rules import mince_choice
 from .schema import (
     FUSED_COLUMNS, FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, IGNORE_INDEX, INDICES, LOGITS, METRIC_CE,
     PER_STEP_METRIC_CE, REPRESENTATION_COLUMNS, TOKEN_COLUMNS, check_same_conversations,
-    require_columns,
+    metric_array, require_columns,
 )
 
 NAN_AS = 1e5  # fuse_multi: a NaN metric loses against any real one
@@ -131,6 +132,8 @@ def replace_columns(pivot, source, mode: str, pivot_name: str, source_name: str)
     for ds, name in ((pivot, pivot_name), (source, source_name)):
         require_columns(ds, (*TOKEN_COLUMNS, *REPRESENTATION_COLUMNS), name)
     _check_same_vocabulary_dtype(pivot, source, pivot_name, source_name)
+    for ds, name in ((pivot, pivot_name), (source, source_name)):
+        metric_values(ds, METRIC_CE, name)  # an infinity would become the MinCE choice
     check_same_conversations(pivot, source, pivot_name, source_name)
     report = compare_same_vocabulary_tokens(pivot, source, pivot_name, source_name)
     if report.positions:
@@ -154,18 +157,19 @@ def replace_columns(pivot, source, mode: str, pivot_name: str, source_name: str)
     return concatenate_datasets([without_indices_mapping(kept), without_indices_mapping(added)], axis=1)
 
 
-def metric_values(dataset, column: str) -> np.ndarray:
-    return np.asarray(arrow_column(dataset, column).to_numpy(zero_copy_only=False), dtype=np.float64)
+def metric_values(dataset, column: str, where: str = "the set") -> np.ndarray:
+    """A sequence metric as float64 (NaN for a failed row); infinities and non-numbers are refused."""
+    return metric_array(arrow_column(dataset, column), column, where)
 
 
-def nan_rows(dataset, columns=(METRIC_CE, FUSED_METRIC_CE)) -> np.ndarray:
+def nan_rows(dataset, columns=(METRIC_CE, FUSED_METRIC_CE), where: str = "the set") -> np.ndarray:
     """Rows whose sequence metrics (those present among ``columns``) are NaN."""
     present = [c for c in columns if c in dataset.column_names]
     if not present:
         raise InputError(f"no metric column among {list(columns)}; found {dataset.column_names}")
     bad = np.zeros(len(dataset), dtype=bool)
     for column in present:
-        bad |= np.isnan(metric_values(dataset, column))
+        bad |= np.isnan(metric_values(dataset, column, where))
     return np.flatnonzero(bad)
 
 
@@ -174,10 +178,14 @@ def drop_rows(dataset, rows: np.ndarray):
     return dataset.select(keep)
 
 
-def mince_choice(metrics: list[np.ndarray]) -> np.ndarray:
-    """Per row, the index of the lowest metric (NaN counts as 1e5; ties to the earlier one)."""
-    stacked = np.nan_to_num(np.stack(metrics), nan=NAN_AS)
-    return np.argmin(stacked, axis=0)
+def lowest_metric_choice(metrics: list[np.ndarray]) -> np.ndarray:
+    """Per row, the index of the set with the lowest metric (NaN counts as 1e5; ties to the earlier
+    set): the MinCE teacher rule on the rewards -CE (the rule only ranks them; the float64 CEs are
+    compared as they are, not as bf16 rewards)."""
+    import torch
+
+    rewards = -torch.from_numpy(np.nan_to_num(np.stack(metrics, axis=-1), nan=NAN_AS))
+    return mince_choice(rewards, pivot_is_candidate=True).numpy()  # ties: the first maximum
 
 
 def select_fused(datasets, names: list[str], choice: np.ndarray, chunk_rows: int = 1024):
@@ -212,12 +220,15 @@ def row_ids(dataset, rows) -> list[str]:
     return [ids[int(r)].as_py() for r in rows]
 
 
-def without_nan_rows(dataset, report_path: str):
+def without_nan_rows(dataset, report_path: str, where: str = "the set"):
     """filter_nan: the set without its NaN-metric rows; their ids go to ``report_path`` (JSON) when
-    there are any. Returns ``(kept set, dropped ids)``."""
+    there are any. Returns ``(kept set, dropped ids)``; a set with nothing left is an error."""
     from .storage import write_json
 
-    bad = nan_rows(dataset)
+    bad = nan_rows(dataset, where=where)
+    if len(dataset) and len(bad) == len(dataset):
+        raise InputError(f"{where}: every one of its {len(dataset)} rows has a NaN metric; nothing would be left "
+                         "to train on")
     ids = row_ids(dataset, bad)
     if len(bad):
         write_json(report_path, ids)
@@ -231,5 +242,5 @@ def fuse_by_mince(datasets, names: list[str]):
         require_columns(ds, FUSED_COLUMNS, name)
     for ds, name in zip(datasets[1:], names[1:]):  # MinCE compares row r of every set: same conversations
         check_same_conversations(datasets[0], ds, names[0], name)
-    choice = mince_choice([metric_values(ds, FUSED_METRIC_CE) for ds in datasets])
+    choice = lowest_metric_choice([metric_values(ds, FUSED_METRIC_CE, name) for ds, name in zip(datasets, names)])
     return select_fused(datasets, names, choice), np.bincount(choice, minlength=len(datasets))

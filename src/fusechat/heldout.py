@@ -29,7 +29,7 @@ import torch
 
 from .errors import InputError, run_cli
 from .schema import FUSED_INDICES, FUSED_LOGITS
-from .training.fuse_loss import next_label_mask, next_token_ids, target_probabilities
+from .kernels.losses import next_label_mask, next_token_ids, target_probabilities
 
 TEACHER_LABEL = "teacher"
 
@@ -105,7 +105,7 @@ def measure_model(model_dir: str, dataset, with_teacher: bool, where: str) -> di
     """The held-out measures of one model folder over the rows of a saved set (one row per forward)."""
     from tqdm import tqdm
 
-    from .alignment.aligned_sets import carried_flags
+    from .kernels.distribution import carried_flags
     from .modeling import check_model_path, load_causal_lm, output_vocab_size
 
     check_model_path(model_dir, "--models")

@@ -30,6 +30,25 @@ def check_model_path(path: str, flag: str = "--model_name_or_path") -> None:
         raise InputError(f"{flag}: model folder not found: {path}")
 
 
+def check_weights(folder: str | Path, what: str) -> None:
+    """Every safetensors file of a local folder has a readable header and the size it declares
+    (a truncated file otherwise fails deep inside a loader)."""
+    import json
+    import struct
+
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with open(path, "rb") as handle:
+                (header_size,) = struct.unpack("<Q", handle.read(8))
+                header = json.loads(handle.read(header_size))
+            ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+            complete = path.stat().st_size >= 8 + header_size + max(ends, default=0)
+        except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error, MemoryError):
+            complete = False
+        if not complete:
+            raise InputError(f"{what} {folder}: damaged weights file {path.name} (truncated or not safetensors)")
+
+
 def is_saved_model(path: str | Path) -> bool:
     """A folder we saved a single-file safetensors model into (config.json and model.safetensors)."""
     return (Path(path) / "config.json").exists() and (Path(path) / "model.safetensors").exists()
@@ -43,9 +62,11 @@ def from_pretrained(loader, path: str, what: str, **kwargs):
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: cannot load the {what} (is it a complete model folder?): {reason}") from exc
     except Exception as exc:  # safetensors' SafetensorError (truncated weights) derives from Exception
-        if type(exc).__name__ != "SafetensorError":
-            raise
-        raise InputError(f"{path}: cannot load the {what}: damaged weights file ({exc})") from exc
+        if type(exc).__name__ == "SafetensorError":
+            raise InputError(f"{path}: cannot load the {what}: damaged weights file ({exc})") from exc
+        if type(exc) is Exception:  # the tokenizers library's errors (a tokenizer.json without its vocabulary)
+            raise InputError(f"{path}: cannot load the {what}: damaged tokenizer.json ({exc})") from exc
+        raise
 
 
 def attention_implementation(flash_attn: bool) -> str:

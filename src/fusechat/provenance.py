@@ -7,6 +7,10 @@ another split from the right one, and would capture representations on the wrong
 The record lives in the set's folder as :data:`RECORD_FILE`; later stages copy the record of the
 set whose token ids they keep, so ``train.py`` can refuse a set tokenized for another model.
 
+FuseLLM's sets carry records too (:func:`fusellm_record`). A set without a record is refused
+wherever a stage reads it, unless the user passes :data:`ACCEPT_FLAG` (the same flag in every script).
+Matrix and mapping files keep their record in their output marker (:func:`fusechat.storage.file_record`).
+
 Pure functions build and compare records; :func:`read_record` and :func:`write_record` are the I/O.
 """
 
@@ -22,6 +26,9 @@ from .errors import InputError
 
 logger = logging.getLogger(__name__)
 RECORD_FILE = "fusechat_provenance.json"
+ACCEPT_FLAG = "--accept_sets_without_provenance"
+ACCEPT_HELP = ("use sets (and matrix or mapping files) that carry no provenance record as they are; without it "
+               "they are refused, since the tokenizer and settings that made them cannot be checked")
 # Encoded with special tokens: catches normalisation, BOS/EOS and pre-tokenizer differences that
 # a vocabulary alone would not show.
 PROBE_TEXT = "Hello, world! 12345  tabs\tand\nnewlines; ünïcödé 你好 🙂"
@@ -69,6 +76,42 @@ def tokenized_record(tokenizer, tokenizer_path: str, conv_temp: str, separator: 
     }
 
 
+def fusellm_record(tokenizer, tokenizer_path: str, model_max_length: int, inputs: list[str]) -> dict:
+    """The record of a FuseLLM set of token ids (forward_for_logits.py's output)."""
+    return {"kind": "fusellm_logits", "tokenizer": {"path": str(tokenizer_path), **tokenizer_fingerprint(tokenizer)},
+            "model_max_length": model_max_length, "inputs": [str(p) for p in inputs]}
+
+
+def sets_record(paths: list[str]) -> dict:
+    """What a matrix or mapping file was made from: the records of its sets, by fingerprint."""
+    return {"kind": "sets", "sets": [_digest(read_record(p)) for p in paths]}
+
+
+def token_pass_record(base_tokenizer, blending_tokenizer, set_paths: list[str]) -> dict:
+    """What the token pass's matrix, mapping and token alignments are made from: both tokenizers and
+    the sets (by their records)."""
+    return {"kind": "token_pass", "base_tokenizer": tokenizer_fingerprint(base_tokenizer)["fingerprint"],
+            "blending_tokenizer": tokenizer_fingerprint(blending_tokenizer)["fingerprint"],
+            "sets": [_digest(read_record(p)) for p in set_paths]}
+
+
+REUSE_NAMES = {"base_tokenizer": "base tokenizer", "blending_tokenizer": "blending tokenizer",
+               "sets": "sets", "align_type": "--align_type"}
+
+
+def check_made_from(path: str | os.PathLike, expected: dict, flag: str, accept: bool = False,
+                    keys: tuple[str, ...] | None = None) -> None:
+    """An existing matrix, mapping or set of token alignments may be reused only when its record
+    matches this run in ``keys`` (all of ``expected`` by default)."""
+    found = required_record(path, flag, accept)
+    if found is None:
+        return
+    differ = [REUSE_NAMES.get(k, k) for k in (keys or tuple(expected)) if found.get(k) != expected.get(k)]
+    if differ:
+        raise InputError(f"{flag} {path} was made for another run (its {' and '.join(differ)} differ from this "
+                         "run's); remove it or give another path to make it again")
+
+
 def derived_record(record: dict | None, kind: str, inputs: list[str]) -> dict | None:
     """The record of a set that keeps the token ids of the set ``record`` describes."""
     if record is None:
@@ -103,7 +146,11 @@ def describe(where: str, found_differences: list[str]) -> str:
 
 
 def read_record(path: str | os.PathLike) -> dict | None:
-    """The record saved in a set's folder; None for a set without one (made before records existed)."""
+    """The record saved in a set's folder (or a file's marker); None for an output without one."""
+    if Path(path).is_file():
+        from .storage import file_record
+
+        return file_record(path)
     p = Path(path) / RECORD_FILE
     if not p.is_file():
         return None
@@ -118,6 +165,30 @@ def write_record(folder: str | os.PathLike, record: dict) -> None:
                                             encoding="utf-8")
 
 
+def add_accept_flag(parser) -> None:
+    parser.add_argument(ACCEPT_FLAG, action="store_true", help=ACCEPT_HELP)
+
+
+def required_record(path: str | os.PathLike, flag: str, accept: bool = False) -> dict | None:
+    """The record of a set a stage reads; a set without one is refused unless ``accept``."""
+    record = read_record(path)
+    if record is None:
+        if not accept:
+            raise InputError(f"{flag} {path} has no provenance record ({RECORD_FILE}): the tokenizer and settings "
+                             f"that made it cannot be checked; make it again, or pass {ACCEPT_FLAG} to use it as it is")
+        logger.warning("%s %s has no provenance record; used as it is (%s)", flag, path, ACCEPT_FLAG)
+    return record
+
+
+def check_recorded(paths: list[str], flag: str, accept: bool = False) -> dict | None:
+    """Before any work: every set of a list carries a record (unless ``accept``), all of one tokenizer;
+    returns the first record."""
+    for path in paths:
+        if Path(path).is_dir():
+            required_record(path, flag, accept)
+    return first_record(paths)
+
+
 def first_record(paths: list[str]) -> dict | None:
     """The record of the first set of a list whose sets share one tokenizer; a mix is an error."""
     records = [(p, read_record(p)) for p in paths]
@@ -129,11 +200,13 @@ def first_record(paths: list[str]) -> dict | None:
     return known[0][1] if known else None
 
 
-def check_sets_tokenizer(paths: list[str], tokenizer, tokenizer_path: str, flag: str = "--data_path") -> None:
-    """Refuse sets whose record names another tokenizer than the model's (ids would mean other tokens)."""
+def check_sets_tokenizer(paths: list[str], tokenizer, tokenizer_path: str, flag: str = "--data_path",
+                         accept: bool = False) -> None:
+    """Refuse sets whose record names another tokenizer than the model's (ids would mean other tokens),
+    and sets without a record unless ``accept``."""
     mine = None
     for path in paths:
-        record = read_record(path) if Path(path).is_dir() else None
+        record = required_record(path, flag, accept) if Path(path).is_dir() else None
         if record is None:
             continue
         mine = mine or tokenizer_fingerprint(tokenizer)
@@ -144,12 +217,10 @@ def check_sets_tokenizer(paths: list[str], tokenizer, tokenizer_path: str, flag:
                              "mean other tokens for this model")
 
 
-def check_reuse(path: str | os.PathLike, expected: dict, flag: str) -> None:
+def check_reuse(path: str | os.PathLike, expected: dict, flag: str, accept: bool = False) -> None:
     """An existing set may be reused only when its record matches this run's settings."""
-    found = read_record(path)
+    found = required_record(path, flag, accept)
     if found is None:
-        logger.warning(
-            "%s %s has no provenance record (made by an older version): its settings cannot be checked", flag, path)
         return
     found_differences = differences(expected, found)
     if found_differences:

@@ -22,16 +22,22 @@ def skipped_report_path(tokenized_path: str | Path) -> Path:
     return path.with_name(path.name + ".skipped.json")
 
 
+def dropped_report_path(tokenized_path: str | Path) -> Path:
+    """Where the records kept without their first message are listed."""
+    path = Path(tokenized_path)
+    return path.with_name(path.name + ".dropped_messages.json")
+
+
 def tokenized_set(path: str | Path, data_path: str, tokenizer, template: ChatTemplate, max_length: int,
                   mask_instruction: bool, sample_prop: float | None = None, split_num: int | None = None,
                   split_index: int | None = None, skip_invalid: bool = False, num_proc: int | None = None,
-                  separator: str | None = None, record: dict | None = None):
+                  separator: str | None = None, record: dict | None = None, accept_unrecorded: bool = False):
     """The tokenized set at ``path``: loaded if it exists (and ``record``, the provenance of what this
     run would make, matches the one saved with it), else built from the corpus split and saved."""
     path = Path(path)
     if path.exists():
         if record is not None:
-            provenance.check_reuse(path, record, "--tknz_dataset_path")
+            provenance.check_reuse(path, record, "--tknz_dataset_path", accept_unrecorded)
         logger.info("reusing the tokenized set at %s", path)
         (tokenized,), _ = load_train_splits(str(path), "tokenized set")
         require_columns(tokenized, TOKENIZED_COLUMNS, str(path))
@@ -44,7 +50,7 @@ def tokenized_set(path: str | Path, data_path: str, tokenizer, template: ChatTem
         write_json(report, [{"id": p.record_id, "reason": p.reason} for p in problems if not p.kept])
         logger.warning("skipped %d invalid record(s); listed in %s", sum(not p.kept for p in problems), report)
     if any(p.kept for p in problems):
-        report = path.with_name(path.name + ".dropped_messages.json")
+        report = dropped_report_path(path)
         write_json(report, [{"id": p.record_id, "reason": p.reason} for p in problems if p.kept])
         logger.warning("the records kept without their first message are listed in %s", report)
     if not valid:

@@ -16,6 +16,8 @@ aligned set         pivot's representation columns (per_step_metric_ce dropped)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .arrow import arrow_column, first_differing_row
 from .errors import InputError
 
@@ -30,6 +32,7 @@ FUSED_LOGITS, FUSED_INDICES, FUSED_METRIC_CE, PER_STEP_FUSED_METRIC_CE = (
     "fused_per_step_logits", "fused_per_step_indices", "fused_metric_ce", "per_step_fused_metric_ce")
 FUSED_COLUMNS = (FUSED_LOGITS, FUSED_INDICES, FUSED_METRIC_CE)
 IGNORE_INDEX = -100
+BLENDING = "blending_"  # prefix of the source's columns in a paired set
 
 
 def index_dtype_for(vocab_size: int) -> str:
@@ -99,3 +102,31 @@ def check_same_conversations(left, right, left_name: str, right_name: str, compa
             raise InputError(
                 f"row {row} (id {rid!r}): input_ids differ between {left_name} and {right_name}; sets of a "
                 "shared vocabulary tokenize alike (a different vocabulary needs align_token_and_vocab)")
+
+
+def paired(base, blending, base_name: str, blending_name: str, blending_columns: Sequence[str]):
+    """The base set with the blending set's ``blending_columns`` added under the ``blending_`` prefix."""
+    from datasets import concatenate_datasets
+
+    check_same_conversations(base, blending, base_name, blending_name)
+    renamed = blending.select_columns(list(blending_columns)).rename_columns(
+        {c: BLENDING + c for c in blending_columns})
+    return concatenate_datasets([base, renamed], axis=1)
+
+
+def metric_array(column, name: str, where: str):
+    """A metric column (an Arrow array) as float64 numbers: NaN marks a failed row (filter_nan and
+    --fiter_nan drop those); a column of other types or an infinity is refused (the MinCE choice
+    would be forced to that row's source)."""
+    import numpy as np
+    import pyarrow as pa
+
+    if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type) or pa.types.is_null(column.type)):
+        raise InputError(f"{where}: {name} holds {column.type} values, not numbers")
+    values = np.asarray(column.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
+    infinite = np.flatnonzero(np.isinf(values))
+    if len(infinite):
+        row = int(infinite[0])
+        raise InputError(f"{where}: row {row}: {name} is {values[row]} ({len(infinite)} such rows); a metric is a "
+                         "finite cross-entropy")
+    return values

@@ -5,14 +5,18 @@ that a later stage would load. The siblings are hidden (``.{name}.tmp-{pid}-...`
 ``.{name}.old-{pid}``, ``.{name}.scratch-{pid}-...``); those of a run that was killed outright
 (SIGKILL, power loss) are removed by the next run writing the same output.
 
-Every folder written here carries a marker file (:data:`OUTPUT_MARKER`). An existing output is
-replaced only when it carries the marker, or is an empty folder: a folder the user filled by other
-means is refused by name, never deleted. Outputs get the user's umask, like any other tool's.
+The rule every entry point applies to every file and folder it writes (:func:`check_output`,
+before any work): an output may not be, contain or lie inside an input of the run or a model
+folder, and may replace only what this project wrote. Every folder written here carries a marker
+file (:data:`OUTPUT_MARKER`), every file a hidden marker beside it (``.{name}.fusechat-output``,
+which also holds the file's provenance record); an empty folder counts as free. Outputs get the
+user's umask, like any other tool's, whatever mode the library writing them chose.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -82,8 +86,16 @@ def clean_stale_siblings(final_path: str | os.PathLike) -> None:
             path.unlink(missing_ok=True)
 
 
+def file_marker(path: str | os.PathLike) -> Path:
+    """The hidden marker beside a file written here."""
+    p = Path(path)
+    return p.with_name(f".{p.name}{OUTPUT_MARKER}")
+
+
 def is_our_output(path: str | os.PathLike) -> bool:
-    return (Path(path) / OUTPUT_MARKER).is_file()
+    """A folder holding our marker, or a file with our marker beside it."""
+    p = Path(path)
+    return (p / OUTPUT_MARKER).is_file() if p.is_dir() else file_marker(p).is_file()
 
 
 def mark_output(folder: str | os.PathLike) -> None:
@@ -93,30 +105,129 @@ def mark_output(folder: str | os.PathLike) -> None:
     _apply_umask(marker, 0o666)
 
 
-def _same_or_inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
+def mark_file(path: str | os.PathLike, record: dict | None = None) -> None:
+    """Mark a file as written here (before it is moved into place); ``record``: its provenance."""
+    marker = file_marker(path)
+    marker.write_text(json.dumps({"written_by": "fusechat", "record": record}, ensure_ascii=False) + "\n",
+                      encoding="utf-8")
+    _apply_umask(marker, 0o666)
 
 
-def check_output_dir(path: str | os.PathLike, flag: str, inputs: Iterable[str | os.PathLike] = ()) -> Path:
-    """Refuse, before any work, an output folder that cannot be written or must not be replaced.
+def file_record(path: str | os.PathLike) -> dict | None:
+    """The provenance record kept in a file's marker; None when there is none."""
+    marker = file_marker(path)
+    if not marker.is_file():
+        return None
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("record")
+    except (ValueError, AttributeError) as exc:
+        raise InputError(f"{marker}: malformed output marker ({exc})") from None
 
-    Refused: an output that is (or holds) one of ``inputs``; an existing file; an existing non-empty
-    folder without our marker (files the user put there would be lost); a parent that cannot be
-    created or written.
+
+MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+               "pytorch_model.bin.index.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def is_model_folder(path: Path) -> bool:
+    """A folder holding a model (its config with weights or a tokenizer)."""
+    return (path / "config.json").is_file() and any((path / name).exists() for name in MODEL_FILES)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return folder in path.parents
+
+
+def check_output(path: str | os.PathLike, flag: str, inputs: Iterable[str | os.PathLike | None] = (),
+                 kind: str = "folder") -> Path:
+    """The one rule for outputs, checked before any work (``kind``: "folder" or "file").
+
+    Refused: an output that is, contains or lies inside one of ``inputs``; one inside a model folder;
+    an existing file or non-empty folder that this project did not write (the user's files would be
+    lost); one of the wrong kind; one whose parent cannot be created or written.
     """
     out = Path(path).expanduser()
     resolved = out.resolve()
     for item in inputs:
-        if item and _same_or_inside(Path(item).expanduser().resolve(), resolved):
+        if not item:
+            continue
+        source = Path(item).expanduser().resolve()
+        if source == resolved or _inside(source, resolved):
             raise InputError(f"{flag} {out} is also an input ({item}); writing it would replace that input: "
                              "choose another output path")
-    if out.is_file() or out.is_symlink() and not out.is_dir():
-        raise InputError(f"{flag} {out} is an existing file, not an output folder")
-    if out.is_dir() and not is_our_output(out) and any(out.iterdir()):
-        raise InputError(f"{flag} {out} is an existing folder that this project did not write; refusing to "
-                         "replace it (its files would be lost): remove it or choose another path")
+        if _inside(resolved, source):
+            raise InputError(f"{flag} {out} lies inside an input ({item}); writing it would change that input: "
+                             "choose another output path")
+    for parent in resolved.parents:
+        if is_model_folder(parent):
+            raise InputError(f"{flag} {out} lies inside the model folder {parent}; writing it would change that "
+                             "model: choose another output path")
+    if kind == "folder":
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{flag} {out} is an existing file, not an output folder")
+        if out.is_dir() and not is_our_output(out) and any(out.iterdir()):
+            raise InputError(f"{flag} {out} is an existing folder that this project did not write; refusing to "
+                             "replace it (its files would be lost): remove it or choose another path")
+    else:
+        check_replaceable_file(out, flag)
     check_writable(out, flag)
     return out
+
+
+def check_replaceable_file(path: Path, flag: str) -> None:
+    """A file output may replace only a file this project wrote."""
+    if path.is_dir():
+        raise InputError(f"{flag} {path} is an existing folder, not an output file")
+    if path.exists() and not is_our_output(path):
+        raise InputError(f"{flag} {path} is an existing file that this project did not write; refusing to "
+                         "replace it: remove it or choose another path")
+
+
+def check_output_dir(path: str | os.PathLike, flag: str, inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
+    """:func:`check_output` for an output folder."""
+    return check_output(path, flag, inputs, "folder")
+
+
+def check_output_file(path: str | os.PathLike, flag: str, inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
+    """:func:`check_output` for an output file."""
+    return check_output(path, flag, inputs, "file")
+
+
+def claim_output_dir(path: str | os.PathLike) -> None:
+    """An output folder filled over a run (train.py's checkpoints, then the model), checked with
+    :func:`check_output_dir` before: created and marked at the start, so a rerun may resume in it."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    mark_output(path)
+
+
+def keep_umask(root: str | os.PathLike) -> None:
+    """Give every file and folder under ``root`` the mode the user's umask asks for: libraries that
+    save through private temporary files (safetensors) leave them 0600."""
+    mask = _umask()
+    for folder, dirs, files in os.walk(root):
+        os.chmod(folder, 0o777 & ~mask)
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                executable = os.stat(path).st_mode & 0o111
+                os.chmod(path, (0o777 if executable else 0o666) & ~mask)
+
+
+def finish_output(folder: str | os.PathLike) -> None:
+    """A complete output folder: the user's umask, and our marker."""
+    keep_umask(folder)
+    mark_output(folder)
+
+
+@contextlib.contextmanager
+def disk_full_is_input_error(final: Path) -> Iterator[None]:
+    """A full disk while writing ``final`` ends the run with one line (nothing was replaced)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise InputError(f"no space left on the device writing {final} ({exc.strerror}); nothing was replaced: "
+                         "free some space and run again") from None
 
 
 def check_writable(path: str | os.PathLike, flag: str) -> None:
@@ -140,7 +251,8 @@ def scratch_dir(final_path: str | os.PathLike, kind: str = "scratch") -> Iterato
     tmp = Path(tempfile.mkdtemp(prefix=_sibling_prefix(final, kind), dir=final.parent))
     _apply_umask(tmp, 0o777)
     try:
-        yield tmp
+        with disk_full_is_input_error(final):
+            yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -155,8 +267,9 @@ def atomic_dir(final_path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=_sibling_prefix(final, "tmp"), dir=final.parent))
     _apply_umask(tmp, 0o777)
     try:
-        yield tmp
-        mark_output(tmp)
+        with disk_full_is_input_error(final):
+            yield tmp
+            finish_output(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -182,6 +295,40 @@ def build_lock(final_path: str | os.PathLike) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def sole_writer(final_path: str | os.PathLike, flag: str) -> Iterator[None]:
+    """Refuse a second run writing ``final_path`` while one runs (their records would be doubled);
+    taken before the run reads what is already done."""
+    import fcntl
+
+    final = Path(final_path)
+    created = [p for p in (final.parent, *final.parent.parents) if not p.exists()]
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock = final.with_name(f".{final.name}.lock")
+    while True:
+        handle = open(lock, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise InputError(f"{flag} {final} is being written by another run right now; wait for it to finish "
+                             "(a later run resumes where it stopped)") from None
+        try:  # the lock file may have been removed by the run that held it: lock the current one
+            if os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # removed while still held, so no run locks a stale file
+        handle.close()
+        for folder in created:  # a run that wrote nothing leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
 def build_once(final_path: str | os.PathLike, is_built: Callable[[], bool], build: Callable[[], object]) -> Path:
     """Run ``build`` unless ``is_built()``; concurrent callers take turns under :func:`build_lock`."""
     if not is_built():
@@ -192,19 +339,20 @@ def build_once(final_path: str | os.PathLike, is_built: Callable[[], bool], buil
 
 
 @contextlib.contextmanager
-def atomic_file(final_path: str | os.PathLike, mode: str = "w") -> Iterator:
-    """Open a temporary file next to ``final_path``; on success it replaces ``final_path``."""
+def atomic_file(final_path: str | os.PathLike, mode: str = "w", record: dict | None = None) -> Iterator:
+    """Open a temporary file next to ``final_path``; on success it replaces ``final_path`` and is marked
+    as ours (``record``: its provenance). A file this project did not write is never replaced."""
     final = Path(final_path)
-    if final.is_dir():
-        raise InputError(f"output {final} is an existing folder, not a file")
+    check_replaceable_file(final, "output")
     final.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_siblings(final)
     fd, tmp_name = tempfile.mkstemp(prefix=_sibling_prefix(final, "tmp"), dir=final.parent)
     tmp = Path(tmp_name)
     try:
         _apply_umask(tmp, 0o666)
-        with os.fdopen(fd, mode) as handle:
+        with disk_full_is_input_error(final), os.fdopen(fd, mode) as handle:
             yield handle
+        mark_file(final, record)  # before the file: a killed run never leaves an unmarked file of ours
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -230,8 +378,8 @@ def replace_path(src: Path, final: Path) -> None:
         os.replace(src, final)
 
 
-def write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> None:
-    with atomic_file(path) as handle:
+def write_json(path: str | os.PathLike, obj, indent: int | None = 2, record: dict | None = None) -> None:
+    with atomic_file(path, record=record) as handle:
         json.dump(obj, handle, ensure_ascii=False, indent=indent)
 
 
@@ -276,6 +424,8 @@ def load_dataset_dir(path: str | os.PathLike, what: str = "dataset"):
         return load_from_disk(str(p))
     except FileNotFoundError as exc:
         raise InputError(f"{what} at {p} is not a saved dataset ({exc})") from exc
+    except (OSError, ValueError) as exc:  # pyarrow: a truncated data-*.arrow ("Expected to be able to read")
+        raise InputError(f"{what} at {p} is damaged ({str(exc).splitlines()[0]}); make it again") from None
 
 
 def split_paths(paths: str) -> list[str]:

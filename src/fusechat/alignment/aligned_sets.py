@@ -1,8 +1,8 @@
 """align_token_and_vocab's work over saved sets (DESIGN.md 6.2, 6.3): the token pass (every row's
 token alignment, the count matrix, the mapping) and the distribution pass, as ``datasets.map`` jobs.
 
-A *paired* set holds the pivot's (base) columns as they are and the source's (blending) columns
-prefixed with ``blending_``, row r of both being the same conversation.
+A *paired* set (:func:`fusechat.schema.paired`) holds the pivot's (base) columns as they are and the
+source's (blending) columns prefixed with ``blending_``, row r of both being the same conversation.
 """
 
 from __future__ import annotations
@@ -16,17 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
 from ..arrow import arrow_column, first_differing_row, row_lengths
-from ..schema import (FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, INDICES, LOGITS,
-                      PER_STEP_FUSED_METRIC_CE, check_same_conversations, require_columns)
+from ..errors import InputError
+from ..kernels.align_methods import align_method
+from ..kernels.distribution import carried_positions
+from ..kernels.dtw import align_tokens, decoded_token_strings
+from ..schema import (BLENDING, FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, INDICES, LOGITS,
+                      PER_STEP_FUSED_METRIC_CE, paired, require_columns)
 from ..storage import load_train_splits, save_train_split
 from .distribution_alignment import DistributionAligner, dropped_columns, fused_columns, not_aligned
-from .token_alignment import align_tokens, decoded_token_strings
 from .vocab_mapping import (AlignmentCounts, Vocabulary, blending_to_base_mapping, check_count_matrix,
                             load_blending_to_base, matched_blending_ids, save_blending_to_base, save_count_matrix)
 
-BLENDING = "blending_"
 ALIGNMENT_COLUMN = "base_to_blending_mapping"
 SOURCE_POSITIONS_COLUMN = "_source_positions"  # per row: positions that carry the source's distribution
 
@@ -52,16 +53,6 @@ def _load_tokenizer(spec: TokenizerSpec):
     from ..modeling import load_tokenizer
 
     return load_tokenizer(spec.name_or_path, None, spec.cache_dir, spec.use_fast, spec.trust_remote_code)
-
-
-def paired(base, blending, base_name: str, blending_name: str, blending_columns: Sequence[str]):
-    """The base set with the blending set's ``blending_columns`` added under the ``blending_`` prefix."""
-    from datasets import concatenate_datasets
-
-    check_same_conversations(base, blending, base_name, blending_name)
-    renamed = blending.select_columns(list(blending_columns)).rename_columns(
-        {c: BLENDING + c for c in blending_columns})
-    return concatenate_datasets([base, renamed], axis=1)
 
 
 def token_alignment_batch(batch, base: TokenizerSpec, blending: TokenizerSpec, base_marker: str,
@@ -105,21 +96,6 @@ def with_token_alignments(pairs, tokenized, where: str):
         raise InputError(f"{where}: the input_ids of conversation {pairs[row][ID]!r} (row {row}) differ from the "
                          "ones the token pass aligned")
     return concatenate_datasets([pairs, alignments.select_columns([ALIGNMENT_COLUMN]).flatten_indices()], axis=1)
-
-
-def carried_flags(base_ids: Sequence[int], fused_logits, fused_indices, onehot_offset: int = 1) -> list[bool]:
-    """Per position: its fused entry is the source's distribution, not ONE-HOT (a single logit 1.0
-    on the next base id, at the last position the last id again; ``onehot_offset`` 0: on the current
-    one, FuseLLM's fallback) and not EMPTY."""
-    last = len(base_ids) - 1
-    return [bool(len(ids))
-            and not (len(ids) == 1 and logits[0] == 1.0 and ids[0] == base_ids[min(i + onehot_offset, last)])
-            for i, (logits, ids) in enumerate(zip(fused_logits, fused_indices))]
-
-
-def carried_positions(base_ids: Sequence[int], fused_logits, fused_indices, onehot_offset: int = 1) -> int:
-    """Positions whose fused entry is the source's distribution: the quality figure of an alignment."""
-    return sum(carried_flags(base_ids, fused_logits, fused_indices, onehot_offset))
 
 
 def distribution_alignment_batch(batch, aligner: DistributionAligner | None, base: TokenizerSpec,
@@ -238,17 +214,19 @@ def token_pass(pairs: list, base: TokenizerSpec, blending: TokenizerSpec, base_v
 
 
 def save_token_pass(align_type: str, matrix, tokenized, base_vocab: Vocabulary, blending_vocab: Vocabulary,
-                    matrix_file: str | None, mapping_file: str | None, tokenized_dir: str | None) -> None:
-    """The token pass's outputs, the tokenized set first: the matrix, then the mapping, mark it done."""
+                    matrix_file: str | None, mapping_file: str | None, tokenized_dir: str | None,
+                    record: dict | None = None) -> None:
+    """The token pass's outputs, the tokenized set first: the matrix, then the mapping, mark it done;
+    each with ``record`` (what made them), the mapping's with the align type too."""
     mapping = blending_to_base_mapping(align_type, blending_vocab, base_vocab, counts=matrix)
     if mapping is not None and not mapping_file:
         raise InputError(f"--align_type {align_type} writes its mapping to --blending_to_base_file; give one")
     if tokenized_dir:
-        save_train_split(tokenized, tokenized_dir)
+        save_train_split(tokenized, tokenized_dir, record=record)
     if matrix_file:
-        save_count_matrix(matrix_file, matrix)
+        save_count_matrix(matrix_file, matrix, record)
     if mapping is not None:
-        save_blending_to_base(mapping_file, mapping)
+        save_blending_to_base(mapping_file, mapping, record and dict(record, align_type=align_type))
 
 
 def token_pass_done(matrix_file: str | None, mapping_file: str | None, tokenized_dir: str | None) -> bool:
@@ -261,7 +239,7 @@ def load_aligner(align_type: str, base_vocab: Vocabulary, blending_vocab: Vocabu
                  use_token_alignment_matrix: bool, matrix_file: str | None) -> DistributionAligner:
     """The distribution aligner of a model pair, from the token pass's files (checked, not recomputed)."""
     mapping = None
-    if align_type != "hard":
+    if align_method(align_type).mapping is not None:
         if not mapping_file:
             raise InputError(f"--align_type {align_type} needs --blending_to_base_file")
         mapping = load_blending_to_base(mapping_file, blending_vocab.size, base_vocab.size)

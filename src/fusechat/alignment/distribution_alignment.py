@@ -2,7 +2,8 @@
 pivot's positions and vocabulary, given the sample's token alignment (6.1).
 
 Per base position the aligner picks a source row (a blending position), ONE-HOT or EMPTY
-(``source_rows``), then maps that row's candidates to base ids (``candidate_distributions``).
+(``source_rows``, by the align method's rules: :mod:`fusechat.kernels.align_methods`), then maps
+that row's candidates to base ids (:mod:`fusechat.kernels.distribution`).
 Token strings compared per position are the per-id *decoded* strings (``decoded_token_strings``);
 candidate ids are mapped through vocabulary *pieces* (``vocab_mapping``). Where the reference and
 the spec part ways (soft's mapping lookup, an empty ``bt``), README.md "Differences" says what is done.
@@ -22,15 +23,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from ..padding import pad_lists
+from ..kernels.align_methods import AlignMethod, align_method
+from ..kernels.checks import check_metric_level
+from ..kernels.distribution import EMPTY, ONE_HOT, aligned_distributions, candidate_lists, source_rows
+from ..kernels.dtw import align_tokens
 from ..schema import (FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, INDICES, LOGITS, METRIC_CE,
                       PER_STEP_FUSED_METRIC_CE, PER_STEP_METRIC_CE)
-from .token_alignment import align_tokens
-from .vocab_mapping import Vocabulary, check_align_type, exact_mapping
+from .vocab_mapping import Vocabulary, exact_mapping
 
-# Source row codes besides a blending position (>= 0).
-ONE_HOT, EMPTY = -1, -2
-METRIC_LEVELS = ("sequence", "token")
 
 
 def _many_to_one(bt: str, matched: Sequence[int], blending_tokens: Sequence[str], base_marker: str,
@@ -59,36 +59,40 @@ def _many_to_one(bt: str, matched: Sequence[int], blending_tokens: Sequence[str]
 
 @dataclass(frozen=True)
 class DistributionAligner:
-    """The per-pair constants of 6.3: align type, markers and the blending -> base id tables."""
+    """The per-pair constants of 6.3: align method, markers and the blending -> base id tables."""
 
-    align_type: str
+    method: AlignMethod
     base_marker: str
     blending_marker: str
-    blending_to_base: np.ndarray | None  # MinED or MS mapping (soft, default); None for hard
+    blending_to_base: np.ndarray | None  # the method's vocabulary mapping (MinED, MS); None without one
     candidate_table: np.ndarray  # blending id -> base id of a top-k candidate, -1: dropped
     use_token_alignment_matrix: bool = False
+
+    @property
+    def align_type(self) -> str:
+        return self.method.name
 
     @classmethod
     def create(cls, align_type: str, blending: Vocabulary, base: Vocabulary,
                blending_to_base: Sequence[int] | None = None,
                use_token_alignment_matrix: bool = False) -> "DistributionAligner":
-        check_align_type(align_type)
+        method = align_method(align_type)
         exact = exact_mapping(blending, base)
-        if align_type == "hard":
-            return cls(align_type, base.marker, blending.marker, None, exact, bool(use_token_alignment_matrix))
-        if blending_to_base is None:
-            raise InputError(f"--align_type {align_type} needs a --blending_to_base_file mapping")
-        table = np.asarray(blending_to_base, dtype=np.int64)
-        if table.shape != (blending.size,):
-            raise InputError(
-                f"the blending_to_base mapping has {table.size} entries but the blending vocabulary "
-                f"has {blending.size} ids"
-            )
-        if table.size and (table.min() < 0 or table.max() >= base.size):
-            raise InputError(f"the blending_to_base mapping holds ids outside the base vocabulary ({base.size} ids)")
-        # soft: every candidate through the mapping; default: by exact piece, else through the mapping.
-        candidates = table if align_type == "soft" else np.where(exact >= 0, exact, table)
-        return cls(align_type, base.marker, blending.marker, table, candidates, bool(use_token_alignment_matrix))
+        table = None
+        if method.mapping is not None:
+            if blending_to_base is None:
+                raise InputError(f"--align_type {align_type} needs a --blending_to_base_file mapping")
+            table = np.asarray(blending_to_base, dtype=np.int64)
+            if table.shape != (blending.size,):
+                raise InputError(
+                    f"the blending_to_base mapping has {table.size} entries but the blending vocabulary "
+                    f"has {blending.size} ids"
+                )
+            if table.size and (table.min() < 0 or table.max() >= base.size):
+                raise InputError("the blending_to_base mapping holds ids outside the base vocabulary "
+                                 f"({base.size} ids)")
+        return cls(method, base.marker, blending.marker, table, method.candidates(exact, table),
+                   bool(use_token_alignment_matrix))
 
     def source_rows(self, base_ids: Sequence[int], base_tokens: Sequence[str], blending_ids: Sequence[int],
                     blending_tokens: Sequence[str], alignment: Sequence[Sequence[int]],
@@ -99,43 +103,24 @@ class DistributionAligner:
         return self._source_rows(base_ids, base_tokens, blending_ids, blending_tokens, alignment)
 
     def _source_rows(self, base_ids, base_tokens, blending_ids, blending_tokens, alignment) -> np.ndarray:
-        base_marker, blending_marker, align_type = self.base_marker, self.blending_marker, self.align_type
+        base_marker, blending_marker, method = self.base_marker, self.blending_marker, self.method
         replaced = [token.replace(blending_marker, base_marker) for token in blending_tokens]
-        if align_type == "soft":
-            mapped_at = self.blending_to_base[np.asarray(blending_ids, dtype=np.int64)].tolist()
-        many_to_one = align_type == "default" and self.use_token_alignment_matrix
-        rows = [ONE_HOT] * len(alignment)
-        for i, matched in enumerate(alignment):
-            if len(matched) == 1:
-                j = matched[0]
-                bt, blt = base_tokens[i], replaced[j]
-                if align_type == "hard":
-                    taken = bt == blt
-                elif align_type == "soft":
-                    taken = bt == blt or base_ids[i] == mapped_at[j]
-                else:
-                    taken = blt.endswith(bt) or bt.endswith(blt)
-                if taken:
-                    rows[i] = j
-            elif many_to_one:
-                rows[i] = _many_to_one(base_tokens[i], matched, blending_tokens, base_marker, blending_marker)
-        return np.array(rows, dtype=np.int64)
+        mapped_at = self.blending_to_base[np.asarray(blending_ids, dtype=np.int64)].tolist() \
+            if method.match_uses_mapping else None
+
+        def takes(i: int, j: int) -> bool:
+            return method.takes(base_tokens[i], replaced[j], mapped_at is not None and base_ids[i] == mapped_at[j])
+
+        def many(i: int) -> int:
+            return _many_to_one(base_tokens[i], alignment[i], blending_tokens, base_marker, blending_marker)
+
+        single = [matched[0] if len(matched) == 1 else -1 for matched in alignment]
+        return source_rows(single, takes, many if method.many_to_one and self.use_token_alignment_matrix else None)
 
     def candidate_distributions(self, blending_logits: Sequence[Sequence[float]],
                                 blending_indices: Sequence[Sequence[int]]) -> list[tuple[list[float], list[int]]]:
         """Each source row's candidates in base ids: source order, dropped ones out, repeats skipped."""
-        ids = pad_lists(blending_indices, -1, np.int64)
-        logits = pad_lists(blending_logits, 0.0, np.float64)
-        table = self.candidate_table
-        inside = (ids >= 0) & (ids < table.size)  # an id the tokenizer lacks is no token
-        mapped = np.where(inside, table[np.where(inside, ids, 0)], -1)
-        keep = mapped >= 0
-        for column in range(1, mapped.shape[1]):  # taken at an earlier column: the first logit wins
-            keep[:, column] &= ~(mapped[:, :column] == mapped[:, column:column + 1]).any(axis=1)
-        flat_ids, flat_logits = mapped[keep].tolist(), logits[keep].tolist()
-        ends = np.cumsum(keep.sum(axis=1)).tolist()
-        starts = [0, *ends[:-1]]
-        return [(flat_logits[a:b], flat_ids[a:b]) for a, b in zip(starts, ends)]
+        return candidate_lists(blending_logits, blending_indices, self.candidate_table)[0]
 
     def align(self, base_ids: Sequence[int], base_tokens: Sequence[str], blending_ids: Sequence[int],
               blending_tokens: Sequence[str], alignment: Sequence[Sequence[int]],
@@ -144,24 +129,9 @@ class DistributionAligner:
         """The source's distributions in base positions and ids: (logits per position, ids per position)."""
         _check_candidates(blending_ids, blending_logits, blending_indices, where)
         rows = self.source_rows(base_ids, base_tokens, blending_ids, blending_tokens, alignment, where)
-        used = np.unique(rows[rows >= 0]).tolist()
-        distributions = dict(zip(used, self.candidate_distributions(
-            [blending_logits[j] for j in used], [blending_indices[j] for j in used])))
-
-        next_ids = [int(i) for i in base_ids[1:]] + [int(base_ids[-1])]  # ONE-HOT targets
-        out_logits, out_ids = [], []
-        for row, next_id in zip(rows.tolist(), next_ids):
-            if row >= 0:
-                logits, ids = distributions[row]
-                out_logits.append(logits[:])
-                out_ids.append(ids[:])
-            elif row == EMPTY:
-                out_logits.append([])
-                out_ids.append([])
-            else:
-                out_logits.append([1.0])
-                out_ids.append([next_id])
-        return out_logits, out_ids
+        logits, ids, _ = aligned_distributions(rows, base_ids, blending_logits, blending_indices, self.candidate_table,
+                                               one_hot_offset=1)
+        return logits, ids
 
     def align_sample(self, base_ids: Sequence[int], base_tokens: Sequence[str], blending_ids: Sequence[int],
                      blending_tokens: Sequence[str], blending_logits: Sequence[Sequence[float]],
@@ -222,13 +192,7 @@ def not_aligned(blending_logits: Sequence[Sequence[float]],
 
 def dropped_columns(metric_level: str) -> tuple[str, ...]:
     """Columns of the pivot's set that the aligned set drops (the reference's choice per level)."""
-    return (PER_STEP_METRIC_CE,) if _check_metric_level(metric_level) == "sequence" else (METRIC_CE,)
-
-
-def _check_metric_level(metric_level: str) -> str:
-    if metric_level not in METRIC_LEVELS:
-        raise InputError(f"--metric_level {metric_level!r} is unknown; choose from {', '.join(METRIC_LEVELS)}")
-    return metric_level
+    return (PER_STEP_METRIC_CE,) if check_metric_level(metric_level) == "sequence" else (METRIC_CE,)
 
 
 def fused_columns(base_row: dict, blending_row: dict, fused_logits: list, fused_indices: list,
@@ -246,7 +210,7 @@ def fused_columns(base_row: dict, blending_row: dict, fused_logits: list, fused_
         FUSED_LOGITS: fused_logits,
         FUSED_INDICES: fused_indices,
     }
-    if _check_metric_level(metric_level) == "sequence":
+    if check_metric_level(metric_level) == "sequence":
         columns[FUSED_METRIC_CE] = blending_row[METRIC_CE]
     else:
         if PER_STEP_METRIC_CE not in blending_row:

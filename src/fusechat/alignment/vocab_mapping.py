@@ -11,7 +11,6 @@ base_marker)``. Choices where the spec is silent are in README.md "Differences".
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from collections.abc import Iterable, Sequence
@@ -23,80 +22,10 @@ import numpy as np
 from scipy import sparse
 
 from ..errors import InputError
+from ..kernels.align_methods import align_method
+from ..kernels.mined import nearest_pieces, word_start_marker
 from ..storage import atomic_file, read_json, write_json
 
-ALIGN_TYPES = ("hard", "soft", "default")
-SENTENCEPIECE_MARKER = "\u2581"  # "▁"
-BYTE_LEVEL_MARKER = "\u0120"  # "Ġ"
-
-
-def check_align_type(align_type: str) -> str:
-    if align_type not in ALIGN_TYPES:
-        raise InputError(f"--align_type {align_type!r} is unknown; choose from {', '.join(ALIGN_TYPES)}")
-    return align_type
-
-
-# --- word-start markers ----------------------------------------------------------------------
-
-def _component_types(node) -> list[tuple[str, dict]]:
-    """Every (type, settings) pair in a tokenizers component tree (Sequence nests others)."""
-    found = []
-    if isinstance(node, dict):
-        if "type" in node:
-            found.append((node["type"], node))
-        for value in node.values():
-            found.extend(_component_types(value))
-    elif isinstance(node, list):
-        for value in node:
-            found.extend(_component_types(value))
-    return found
-
-
-def _marker_from_backend(tokenizer) -> str | None:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return None
-    # The pre-tokenizer decides how a word start is written; the decoder and normalizer are the
-    # fallback (Gemma-style vocabularies write "▁" with a Replace normalizer, not Metaspace).
-    for part in ("pre_tokenizer", "decoder", "normalizer"):
-        component = getattr(backend, part, None)
-        if component is None:
-            continue
-        for kind, settings in _component_types(json.loads(component.__getstate__())):
-            if kind == "Metaspace":
-                return settings.get("replacement", SENTENCEPIECE_MARKER)
-            if kind == "ByteLevel":
-                return BYTE_LEVEL_MARKER
-            if kind == "Replace" and SENTENCEPIECE_MARKER in json.dumps(settings, ensure_ascii=False):
-                return SENTENCEPIECE_MARKER
-    return None
-
-
-def _marker_from_vocabulary(tokenizer) -> str | None:
-    pieces = [piece for piece in tokenizer.get_vocab() if isinstance(piece, str)]
-    counts = {marker: sum(piece.startswith(marker) for piece in pieces)
-              for marker in (SENTENCEPIECE_MARKER, BYTE_LEVEL_MARKER)}
-    best = max(counts, key=counts.get)
-    # A real word-start marker starts a sizeable share of the pieces, far more than the other.
-    if counts[best] >= 0.05 * max(len(pieces), 1) and counts[best] > 2 * min(counts.values()):
-        return best
-    return None
-
-
-def word_start_marker(tokenizer) -> str:
-    """``"▁"`` for a SentencePiece/Metaspace vocabulary, ``"Ġ"`` for a byte-level one.
-
-    Decided from the backend's pre-tokenizer, decoder or normalizer, else from how many
-    vocabulary pieces start with each marker; an InputError if neither fits.
-    """
-    marker = _marker_from_backend(tokenizer) or _marker_from_vocabulary(tokenizer)
-    if marker is None:
-        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-        raise InputError(
-            f"tokenizer {name}: cannot tell its word-start marker; neither a SentencePiece ('▁') "
-            f"nor a byte-level ('Ġ') vocabulary"
-        )
-    return marker
 
 
 # --- vocabularies ----------------------------------------------------------------------------
@@ -166,19 +95,13 @@ def exact_mapping(blending: Vocabulary, base: Vocabulary) -> np.ndarray:
     )
 
 
-def mined_mapping(blending: Vocabulary, base: Vocabulary, chunk_size: int = 512, workers: int = -1,
-                  progress: bool = True) -> list[int]:
+def mined_mapping(blending: Vocabulary, base: Vocabulary, workers: int = -1, progress: bool = True) -> list[int]:
     """MinED (``--align_type soft``): a list indexed by blending id (DESIGN.md 6.2).
 
     Exact match of the marker-replaced piece first, else the base piece at the smallest
-    Levenshtein distance, the lowest base id on ties. Each distinct query is compared with the
-    whole base vocabulary in chunks (rapidfuzz ``cdist``, all cores), then ``argmin`` (first
-    minimum). A blending id without a piece maps to the base no-token id.
+    Levenshtein distance, the lowest base id on ties (:func:`fusechat.kernels.mined.nearest_pieces`,
+    once per distinct query). A blending id without a piece maps to the base no-token id.
     """
-    from rapidfuzz.distance import Levenshtein
-    from rapidfuzz.process import cdist
-    from tqdm.auto import tqdm
-
     exact = exact_mapping(blending, base)
     queries = _marker_replaced(blending, base)
     mapping = [int(base_id) for base_id in exact]
@@ -194,13 +117,9 @@ def mined_mapping(blending: Vocabulary, base: Vocabulary, chunk_size: int = 512,
     if unmatched and not choices:
         raise InputError(f"{base.name}: the base vocabulary has no pieces to map onto")
     distinct = list(unmatched)
-    starts = range(0, len(distinct), chunk_size)
-    for start in tqdm(starts, desc="MinED vocabulary mapping", unit="chunk", disable=not progress):
-        chunk = distinct[start:start + chunk_size]
-        distances = cdist(chunk, choices, scorer=Levenshtein.distance, dtype=np.int32, workers=workers)
-        for query, best in zip(chunk, np.argmin(distances, axis=1).tolist()):
-            for blending_id in unmatched[query]:
-                mapping[blending_id] = int(choice_ids[best])
+    for query, best in zip(distinct, nearest_pieces(distinct, choices, workers, progress) if distinct else []):
+        for blending_id in unmatched[query]:
+            mapping[blending_id] = int(choice_ids[best])
     return mapping
 
 
@@ -275,9 +194,9 @@ class AlignmentCounts:
 UNREADABLE_NPZ = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # a truncated file: BadZipFile
 
 
-def save_count_matrix(path: str | os.PathLike, matrix) -> None:
-    """Write the count matrix as a scipy ``.npz`` (CSR), atomically."""
-    with atomic_file(path, "wb") as handle:
+def save_count_matrix(path: str | os.PathLike, matrix, record: dict | None = None) -> None:
+    """Write the count matrix as a scipy ``.npz`` (CSR), atomically, with its provenance ``record``."""
+    with atomic_file(path, "wb", record=record) as handle:
         sparse.save_npz(handle, sparse.csr_matrix(matrix))
 
 
@@ -401,22 +320,22 @@ def ms_mapping(counts, blending: Vocabulary, base: Vocabulary, chunk_size: int =
 
 def blending_to_base_mapping(align_type: str, blending: Vocabulary, base: Vocabulary, counts=None,
                              progress: bool = True) -> list[int] | None:
-    """The mapping file's content for an align type: MinED for soft, MS for default, None for hard."""
-    check_align_type(align_type)
-    if align_type == "soft":
+    """The mapping file's content for an align method: its vocabulary mapping (MinED, MS), or None."""
+    kind = align_method(align_type).mapping
+    if kind == "mined":
         return mined_mapping(blending, base, progress=progress)
-    if align_type == "default":
+    if kind == "ms":
         if counts is None:
-            raise InputError("--align_type default needs the token alignment count matrix to build its mapping")
+            raise InputError(f"--align_type {align_type} needs the token alignment count matrix to build its mapping")
         return ms_mapping(counts, blending, base)
     return None
 
 
 # --- mapping files ---------------------------------------------------------------------------
 
-def save_blending_to_base(path: str | os.PathLike, mapping: Iterable[int]) -> None:
-    """Write the mapping as a JSON list indexed by blending id, atomically."""
-    write_json(path, [int(base_id) for base_id in mapping], indent=None)
+def save_blending_to_base(path: str | os.PathLike, mapping: Iterable[int], record: dict | None = None) -> None:
+    """Write the mapping as a JSON list indexed by blending id, atomically, with its provenance ``record``."""
+    write_json(path, [int(base_id) for base_id in mapping], indent=None, record=record)
 
 
 def load_blending_to_base(path: str | os.PathLike, blending_size: int, base_size: int) -> list[int]:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from ..alignment.aligned_sets import (MapSettings, TokenizerSpec, distribution_pass, load_aligner, load_pairs,
                                       save_token_pass, token_pass, token_pass_done)
-from ..alignment.vocab_mapping import check_align_type, vocabulary_of
+from ..alignment.vocab_mapping import vocabulary_of
 from ..errors import InputError
+from ..kernels.align_methods import ALIGN_METHODS, align_method
+from ..provenance import add_accept_flag, check_made_from, check_sets_tokenizer, token_pass_record
 from ..schema import INDICES, LOGITS, METRIC_CE, PER_STEP_METRIC_CE, index_dtype_for
-from ..storage import check_set_output, save_train_split, scratch_dir, split_paths
+from ..storage import check_output_dir, check_output_file, save_train_split, scratch_dir, split_paths
 
 logger = logging.getLogger("align_token_and_vocab")
 
@@ -36,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preprocessing_num_workers", type=int, default=1)
     p.add_argument("--batch_size", type=int, default=100)
     p.add_argument("--do_token_alignment", action="store_true")
-    p.add_argument("--align_type", default="default", help="hard (EM), soft (MinED) or default (MS)")
+    p.add_argument("--align_type", default="default",
+                   help="; ".join(f"{m.name}: {m.summary}" for m in ALIGN_METHODS.values()))
     p.add_argument("--token_alignment_matrix_file", default=None, help="scipy sparse .npz of the count matrix")
     p.add_argument("--blending_to_base_file", default=None, help="JSON list: blending id -> base id")
     p.add_argument("--do_distribution_alignment", action="store_true")
@@ -52,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     for side in ("base", "blending"):
         p.add_argument(f"--{side}_use_fast", type=str2bool, default=True)
         p.add_argument(f"--{side}_trust_remote_code", type=str2bool, default=False)
+    add_accept_flag(p)
     return p
 
 
@@ -62,11 +67,44 @@ def check_flags(args) -> None:
     if args.model_max_length is not None:
         logger.warning("--model_max_length %s has no effect here; the sets were cut to length by "
                        "get_data_representation", args.model_max_length)
-    check_align_type(args.align_type)
+    align_method(args.align_type)
     if not (args.do_token_alignment or args.do_distribution_alignment):
         raise InputError("nothing to do: give --do_token_alignment and/or --do_distribution_alignment")
     if args.do_distribution_alignment and not args.aligned_dataset_save_dir:
         raise InputError("--do_distribution_alignment needs --aligned_dataset_save_dir")
+
+
+def check_inputs_and_outputs(args, base: TokenizerSpec, blending: TokenizerSpec, sets: list[str]) -> dict:
+    """Before any work: the sets were made with these two tokenizers (so neither is swapped), and
+    no output replaces an input, a model or a file of the user's. Returns the token pass's record."""
+    accept = args.accept_sets_without_provenance
+    for side, spec in (("base", base), ("blending", blending)):
+        check_sets_tokenizer(split_paths(getattr(args, f"{side}_dataset_dir")), spec.load(), spec.name_or_path,
+                             f"--{side}_dataset_dir", accept)
+    inputs = [*sets, base.name_or_path, blending.name_or_path]
+    token_files = [args.token_alignment_matrix_file, args.blending_to_base_file, args.aligned_dataset_tknz_save_dir]
+    if args.do_token_alignment and not token_pass_done(*token_files):  # done: they are read, not written
+        for flag in ("token_alignment_matrix_file", "blending_to_base_file"):
+            if getattr(args, flag):
+                check_output_file(getattr(args, flag), f"--{flag}", inputs)
+        if args.aligned_dataset_tknz_save_dir:
+            check_output_dir(args.aligned_dataset_tknz_save_dir, "--aligned_dataset_tknz_save_dir", inputs)
+    if args.aligned_dataset_save_dir:
+        check_output_dir(args.aligned_dataset_save_dir, "--aligned_dataset_save_dir", inputs + token_files)
+    return token_pass_record(base.load(), blending.load(), sets)
+
+
+def check_token_files(args, record: dict, keys: tuple[str, ...]) -> None:
+    """The token pass's existing files were made for this run (``keys`` of its record)."""
+    accept = args.accept_sets_without_provenance
+    for flag in ("token_alignment_matrix_file", "aligned_dataset_tknz_save_dir"):
+        path = getattr(args, flag)
+        if path and Path(path).exists():
+            check_made_from(path, record, f"--{flag}", accept, keys)
+    mapping = args.blending_to_base_file
+    if mapping and Path(mapping).exists() and align_method(args.align_type).mapping is not None:
+        check_made_from(mapping, dict(record, align_type=args.align_type), "--blending_to_base_file", accept,
+                        keys + ("align_type",))
 
 
 def main(argv=None) -> None:
@@ -79,20 +117,20 @@ def main(argv=None) -> None:
     first_output = (args.aligned_dataset_save_dir or args.blending_to_base_file or args.token_alignment_matrix_file
                     or args.aligned_dataset_tknz_save_dir or ".")
     token_files = (args.token_alignment_matrix_file, args.blending_to_base_file, args.aligned_dataset_tknz_save_dir)
-    # The token pass writes --aligned_dataset_tknz_save_dir; the distribution pass only reads it.
-    outputs = ["aligned_dataset_save_dir"] + ["aligned_dataset_tknz_save_dir"] * args.do_token_alignment
-    for flag in outputs:
-        check_set_output(getattr(args, flag), f"--{flag}", args.base_dataset_dir, args.blending_dataset_dir)
+    sets = split_paths(args.base_dataset_dir) + split_paths(args.blending_dataset_dir)
+    record = check_inputs_and_outputs(args, base, blending, sets)
     with scratch_dir(first_output) as scratch:
         settings = MapSettings(args.batch_size, args.preprocessing_num_workers, scratch)
         if args.do_token_alignment and token_pass_done(*token_files):
+            check_token_files(args, record, ("base_tokenizer", "blending_tokenizer", "sets"))
             logger.info("reusing %s", ", ".join(f for f in token_files if f))
         elif args.do_token_alignment:
             pairs = load_pairs(args.base_dataset_dir, args.blending_dataset_dir, ["input_ids"], ["input_ids"],
                                "dataset", args.dataset_sample_prop)
             matrix, tokenized = token_pass(pairs, base, blending, base_vocab, blending_vocab, settings)
-            save_token_pass(args.align_type, matrix, tokenized, base_vocab, blending_vocab, *token_files)
+            save_token_pass(args.align_type, matrix, tokenized, base_vocab, blending_vocab, *token_files, record)
         if args.do_distribution_alignment:
+            check_token_files(args, record, ("base_tokenizer", "blending_tokenizer"))
             aligner = None if args.not_align else load_aligner(
                 args.align_type, base_vocab, blending_vocab, args.blending_to_base_file,
                 args.use_token_alignment_matrix, args.token_alignment_matrix_file)

@@ -6,7 +6,8 @@ import argparse
 import logging
 
 from ..fused_sets import without_nan_rows
-from ..storage import check_set_output, load_train_splits, save_train_split
+from ..provenance import add_accept_flag, check_recorded
+from ..storage import check_output_file, check_set_output, load_train_splits, save_train_split, split_paths
 
 logger = logging.getLogger("filter_nan")
 
@@ -16,15 +17,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input_data_dir", required=True)
     p.add_argument("--output_data_dir", required=True)
     p.add_argument("--preprocessing_num_workers", type=int, default=1)
+    add_accept_flag(p)
     return p
 
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     check_set_output(args.output_data_dir, "--output_data_dir", args.input_data_dir)
-    (dataset,), names = load_train_splits(args.input_data_dir, "aligned set")
     report = args.output_data_dir.rstrip("/") + ".dropped.json"
-    kept, ids = without_nan_rows(dataset, report)
+    check_output_file(report, "the report of dropped rows", split_paths(args.input_data_dir))
+    check_recorded(split_paths(args.input_data_dir), "--input_data_dir", args.accept_sets_without_provenance)
+    (dataset,), names = load_train_splits(args.input_data_dir, "aligned set")
+    kept, ids = without_nan_rows(dataset, report, f"--input_data_dir {args.input_data_dir}")
     print(f"filter_nan: dropped {len(ids)} of {len(dataset)} rows with a NaN metric"
           + (f" (ids: {', '.join(ids[:20])}{' ...' if len(ids) > 20 else ''})" if ids else ""))
     if ids:

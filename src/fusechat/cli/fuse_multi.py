@@ -12,7 +12,8 @@ import logging
 
 from ..errors import InputError
 from ..fused_sets import fuse_by_mince
-from ..storage import check_set_output, load_train_splits, save_train_split
+from ..provenance import add_accept_flag, check_recorded
+from ..storage import check_set_output, load_train_splits, save_train_split, split_paths
 
 logger = logging.getLogger("fuse_multi")
 
@@ -25,12 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preprocessing_num_workers", type=int, default=1)
     p.add_argument("--batch_size", type=int, default=1000, help="accepted for compatibility; work is columnar")
     p.add_argument("--mode", default="fuse-all-mince", choices=["fuse-all-mince", "add-new"])
+    add_accept_flag(p)
     return p
 
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     check_set_output(args.dataset_save_dir, "--dataset_save_dir", args.dataset_dir, args.fused_dataset_dir)
+    check_recorded(split_paths(args.dataset_dir) + split_paths(args.fused_dataset_dir or ""), "--dataset_dir",
+                   args.accept_sets_without_provenance)
     datasets, names = load_train_splits(args.dataset_dir, "aligned set")
     if args.mode == "add-new":
         if not args.fused_dataset_dir or len(datasets) != 1:

@@ -11,9 +11,10 @@ from .. import data, provenance
 from ..errors import InputError
 from ..modeling import load_tokenizer, model_turn_separator
 from ..representation import CaptureOptions
-from ..representation_sets import capture_model, save_representations, tokenized_set
+from ..representation_sets import (capture_model, dropped_report_path, save_representations, skipped_report_path,
+                                   tokenized_set)
 from ..arrow import row_lengths
-from ..storage import check_output_dir
+from ..storage import check_output_dir, check_output_file
 from ..templates import get_template
 
 logger = logging.getLogger("get_data_representation")
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="capture representations; without it only the tokenized set is written")
     p.add_argument("--skip_invalid", action="store_true",
                    help="drop invalid records and list them in <tknz_dataset_path>.skipped.json")
+    provenance.add_accept_flag(p)
     return p
 
 
@@ -60,6 +62,8 @@ def main(argv=None) -> None:
     inputs = (args.data_path, args.model_name_or_path)
     if not Path(args.tknz_dataset_path).exists():
         check_output_dir(args.tknz_dataset_path, "--tknz_dataset_path", inputs)
+        for report in (skipped_report_path(args.tknz_dataset_path), dropped_report_path(args.tknz_dataset_path)):
+            check_output_file(report, "the report of left-out records", inputs)
     if args.get_representation:
         check_output_dir(args.dataset_save_dir, "--dataset_save_dir", (*inputs, args.tknz_dataset_path))
     tokenizer = load_tokenizer(args.model_name_or_path, args.model_max_length, args.cache_dir)
@@ -71,7 +75,7 @@ def main(argv=None) -> None:
     tokenized = tokenized_set(args.tknz_dataset_path, args.data_path, tokenizer, template, args.model_max_length,
                               args.mask_instruction, args.dataset_sample_prop, args.dataset_split_num,
                               args.dataset_index, args.skip_invalid, args.preprocessing_num_workers, separator,
-                              record)
+                              record, args.accept_sets_without_provenance)
     logger.info("%d conversations, %d tokens", len(tokenized), int(row_lengths(tokenized).sum()))
     if args.get_representation:
         model = capture_model(args.model_name_or_path, tokenizer, args.model_max_length, args.load_in_half,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..fused_sets import concatenate, replace_columns
-from ..storage import check_set_output, load_train_splits, save_train_split
+from ..provenance import add_accept_flag, check_recorded
+from ..storage import check_set_output, load_train_splits, save_train_split, split_paths
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,12 +17,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preprocessing_num_workers", type=int, default=1)
     p.add_argument("--batch_size", type=int, default=1000, help="accepted for compatibility; work is columnar")
     p.add_argument("--replace_model", default="source", choices=["source", "pivot"])
+    add_accept_flag(p)
     return p
 
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     check_set_output(args.dataset_save_dir, "--dataset_save_dir", args.dataset_dir, args.replace_dataset_dir)
+    for flag in ("dataset_dir", "replace_dataset_dir"):
+        check_recorded(split_paths(getattr(args, flag)), f"--{flag}", args.accept_sets_without_provenance)
     pivots, pivot_names = load_train_splits(args.dataset_dir, "pivot representation set")
     sources, source_names = load_train_splits(args.replace_dataset_dir, "source representation set")
     result = replace_columns(concatenate(pivots, pivot_names), concatenate(sources, source_names), args.replace_model,

@@ -17,7 +17,8 @@ import json
 from pathlib import Path
 
 from ..errors import run_cli
-from .questions import BenchPaths
+from ..storage import check_output_file, sole_writer
+from .questions import BenchPaths, check_model_id
 
 DEFAULT_JUDGE = "gpt-4-0125-preview"
 
@@ -62,13 +63,17 @@ def _gen_model_answer(argv) -> None:
     parser.add_argument("--num-gpus-per-model", type=int, default=1)
     parser.add_argument("--num-gpus-total", type=int, default=1)
     args = parser.parse_args(argv)
+    check_model_id(args.model_id)
     paths = _paths(args)
     answer_file = args.answer_file or paths.answer_file(args.model_id)
-    count = generate_mt_bench_answers(
-        args.model_path, args.model_id, args.question_file or paths.question_file, answer_file,
-        conv_temp=args.conv_temp, separator=args.separator, max_new_token=args.max_new_token, num_choices=args.num_choices,
-        num_gpus_per_model=args.num_gpus_per_model, num_gpus_total=args.num_gpus_total, dtype=args.dtype,
-        batch_size=args.batch_size, question_begin=args.question_begin, question_end=args.question_end)
+    question_file = args.question_file or paths.question_file
+    check_output_file(answer_file, "--answer-file", [question_file, args.model_path])
+    with sole_writer(answer_file, "--answer-file"):
+        count = generate_mt_bench_answers(
+            args.model_path, args.model_id, question_file, answer_file, conv_temp=args.conv_temp,
+            separator=args.separator, max_new_token=args.max_new_token, num_choices=args.num_choices,
+            num_gpus_per_model=args.num_gpus_per_model, num_gpus_total=args.num_gpus_total, dtype=args.dtype,
+            batch_size=args.batch_size, question_begin=args.question_begin, question_end=args.question_end)
     print(f"answered {count} question(s); answers in {answer_file}")
 
 
@@ -78,7 +83,6 @@ def gen_judgment(argv: list[str] | None = None) -> int:
 
 def _gen_judgment(argv) -> None:
     from . import judge as judging
-    from .questions import load_answer_dir, load_questions
 
     parser = argparse.ArgumentParser(description="Single-answer grading of MT-Bench answers by an LLM judge.")
     _common(parser)
@@ -107,11 +111,23 @@ def _gen_judgment(argv) -> None:
                         help="judge again the verdicts of the output file that have no rating (score -1)")
     args = parser.parse_args(argv)
     paths = _paths(args)
+    output_file = args.output_file or paths.judgment_file(args.judge_model)
+    question_file = args.question_file or paths.question_file
+    answer_dir = args.answer_dir or paths.answer_dir
+    check_output_file(output_file, "--output-file", [question_file, args.judge_file or paths.judge_prompt_file,
+                                                     answer_dir, args.ref_answer_dir or paths.reference_dir])
+    with sole_writer(output_file, "--output-file"):
+        _judge(args, paths, question_file, answer_dir, output_file)
 
-    questions = load_questions(args.question_file or paths.question_file)
+
+def _judge(args, paths: BenchPaths, question_file, answer_dir, output_file) -> None:
+    from . import judge as judging
+    from .questions import load_answer_dir, load_questions
+
+    questions = load_questions(question_file)
     if args.first_n:
         questions = questions[: args.first_n]
-    answers = load_answer_dir(args.answer_dir or paths.answer_dir, args.model_list)
+    answers = load_answer_dir(answer_dir, args.model_list)
     references = judging.load_reference_answers(args.ref_answer_dir or paths.reference_dir, args.judge_model,
                                                 questions)
     prompts = judging.load_judge_prompts(args.judge_file or paths.judge_prompt_file)
@@ -119,7 +135,6 @@ def _gen_judgment(argv) -> None:
     matches = judging.make_single_matches(questions, answers, judges, references)
     client = judging.client_from_settings(args.openai_api_base, args.openai_api_key, timeout=args.request_timeout,
                                           max_retries=args.max_retries, backoff=args.retry_backoff)
-    output_file = args.output_file or paths.judgment_file(args.judge_model)
     print(json.dumps({"bench_name": args.bench_name, "mode": args.mode, "judge": args.judge_model,
                       "model_list": list(answers), "total_num_questions": len(questions),
                       "total_num_matches": len(matches), "output_path": str(output_file)}, indent=4))
@@ -150,6 +165,9 @@ def _show_result(argv) -> None:
     paths = _paths(args)
     input_file = args.input_file or paths.judgment_file(args.judge_model)
     question_file = Path(args.question_file or paths.question_file)
+    for flag in ("output_json", "plot_file"):
+        if getattr(args, flag):
+            check_output_file(getattr(args, flag), "--" + flag.replace("_", "-"), [input_file, question_file])
     categories = None
     if args.question_file or question_file.is_file():
         categories = {q["question_id"]: q["category"] for q in load_questions(question_file)}
@@ -181,11 +199,14 @@ def _gen_alpaca_eval(argv) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    check_model_id(args.model_id)
     output_file = args.output_file or f"data/alpaca_eval/model_outputs/{args.model_id}.json"
-    instructions = load_instructions(args.instruction_file)
-    outputs = generate_alpaca_outputs(
-        lambda: load_generator(args.model_path, args.conv_temp, args.dtype, batch_size=args.batch_size,
-                               separator=args.separator),
-        instructions, output_file, args.model_id, max_new_tokens=args.max_new_token, temperature=args.temperature,
-        seed=args.seed)
+    check_output_file(output_file, "--output-file", [args.instruction_file, args.model_path])
+    with sole_writer(output_file, "--output-file"):
+        instructions = load_instructions(args.instruction_file)
+        outputs = generate_alpaca_outputs(
+            lambda: load_generator(args.model_path, args.conv_temp, args.dtype, batch_size=args.batch_size,
+                                   separator=args.separator),
+            instructions, output_file, args.model_id, max_new_tokens=args.max_new_token,
+            temperature=args.temperature, seed=args.seed)
     print(f"{len(outputs)} outputs in {output_file}")

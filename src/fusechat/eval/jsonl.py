@@ -2,8 +2,9 @@
 
 Each record is written with one ``write`` of a full line followed by flush and fsync, so an
 interrupted run leaves every finished record on disk. The only damage a crash can do is a last
-line cut short; readers ignore such a line (with a warning) and appenders cut it off before
-writing, so a resumed run redoes that one record and nothing else.
+line cut short; in files this project wrote, readers ignore such a line (with a warning) and
+appenders cut it off before writing, so a resumed run redoes that one record and nothing else.
+In any other file (a question file, say) a cut-short last line is an error.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import threading
 from pathlib import Path
 
 from ..errors import InputError
+from ..storage import is_our_output, mark_file
 
 logger = logging.getLogger(__name__)
 
 
 def _parse_lines(path: Path, data: bytes) -> tuple[list[dict], int]:
-    """Records of ``data`` and the byte length of its intact part (everything but a cut-short tail)."""
+    """Records of ``data`` and the byte length of its intact part (everything but a cut-short tail,
+    which only a file of ours may have)."""
+    ours = is_our_output(path)
     records: list[dict] = []
     lines = data.split(b"\n")
     intact = 0
@@ -30,10 +34,11 @@ def _parse_lines(path: Path, data: bytes) -> tuple[list[dict], int]:
             try:
                 record = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                if is_last:  # no newline after it: a write that was cut short
+                if is_last and ours:  # no newline after it: a write of ours that was cut short
                     logger.warning("%s: ignoring line %d, cut short by an interrupted write", path, lineno)
                     return records, intact
-                raise InputError(f"{path}: malformed JSON on line {lineno}: {exc}") from exc
+                cut = " (the last line is cut short)" if is_last else ""
+                raise InputError(f"{path}: malformed JSON on line {lineno}{cut}: {exc}") from exc
             if not isinstance(record, dict):
                 raise InputError(f"{path}: line {lineno} is not a JSON object")
             records.append(record)
@@ -85,6 +90,8 @@ class JsonlAppender:
         with self._lock:
             if self._handle is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                if not self.path.exists():
+                    mark_file(self.path)
                 self._handle = open(self.path, "a", encoding="utf-8")
             self._handle.write(line)
             self._handle.flush()

@@ -213,6 +213,15 @@ class ChatCompletionsClient:
     def _url(self) -> str:
         return self.base_url.rstrip("/") + "/chat/completions"
 
+    def _shown_url(self) -> str:
+        """The endpoint as messages show it: without a user name or key written into the URL."""
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(self._url())
+        if "@" not in parts.netloc:
+            return self._url()
+        return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
     def _post(self, body: bytes) -> dict:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
@@ -241,7 +250,7 @@ class ChatCompletionsClient:
             except urllib.error.HTTPError as exc:
                 detail = exc.read().decode("utf-8", "replace")[:500]
                 if exc.code not in RETRY_STATUS:
-                    raise JudgeAPIError(f"judge endpoint {self._url()} answered HTTP {exc.code}: {detail}") from exc
+                    raise JudgeAPIError(f"judge endpoint {self._shown_url()} answered HTTP {exc.code}: {detail}") from exc
                 last_error, retry_after = f"HTTP {exc.code}: {detail}", exc.headers.get("Retry-After")
             except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
                 last_error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
@@ -251,11 +260,11 @@ class ChatCompletionsClient:
                 try:
                     content = reply["choices"][0]["message"]["content"]
                 except (KeyError, IndexError, TypeError) as exc:
-                    raise JudgeAPIError(f"judge endpoint {self._url()} sent a reply without "
+                    raise JudgeAPIError(f"judge endpoint {self._shown_url()} sent a reply without "
                                         f"choices[0].message.content: {str(reply)[:500]}") from exc
                 if content is None:  # a refusal or a filtered reply: a verdict without a rating
                     logger.warning("judge endpoint %s sent content null (finish_reason %r); recorded as a verdict "
-                                   "without a rating", self._url(), reply["choices"][0].get("finish_reason"))
+                                   "without a rating", self._shown_url(), reply["choices"][0].get("finish_reason"))
                     return ""
                 return content
             if attempt < self.max_retries:
@@ -263,7 +272,7 @@ class ChatCompletionsClient:
                 logger.warning("judge request failed (%s); retry %d of %d in %.1f s", last_error, attempt + 1,
                                self.max_retries, delay)
                 time.sleep(delay)
-        raise JudgeAPIError(f"judge endpoint {self._url()} failed after {self.max_retries + 1} attempts; "
+        raise JudgeAPIError(f"judge endpoint {self._shown_url()} failed after {self.max_retries + 1} attempts; "
                             f"last error: {last_error}")
 
 
@@ -271,7 +280,11 @@ def client_from_settings(api_base: str | None = None, api_key: str | None = None
     """Flags first, then ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``, then OpenAI's own endpoint."""
     base = api_base or os.environ.get("OPENAI_BASE_URL") or DEFAULT_API_BASE
     key = api_key or os.environ.get("OPENAI_API_KEY")
-    return ChatCompletionsClient(base, key, **kwargs)
+    client = ChatCompletionsClient(base, key, **kwargs)
+    if client._shown_url() != client._url():
+        raise InputError(f"--openai-api-base {client._shown_url().removesuffix('/chat/completions')}: the URL holds "
+                         "a user name or key; give the key with --openai-api-key or $OPENAI_API_KEY instead")
+    return client
 
 
 # --- running the matches --------------------------------------------------------------------------

@@ -72,6 +72,13 @@ class BenchPaths:
         return self.bench_dir / "model_judgment" / f"{judge_model}_single.jsonl"
 
 
+def check_model_id(model_id: str) -> None:
+    """A model id names one answer file in the answer folder: a plain name, no folders."""
+    if not model_id or model_id in (".", "..") or "/" in model_id or "\\" in model_id:
+        raise InputError(f"--model-id {model_id!r}: must be a plain name without '/' (it names the answer file "
+                         "<model-id>.jsonl, which gen_judgment finds by that name)")
+
+
 def _is_id(value) -> bool:
     return isinstance(value, (int, str)) and not isinstance(value, bool)
 

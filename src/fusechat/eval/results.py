@@ -48,6 +48,14 @@ def load_judgments(path: str | os.PathLike) -> list[dict]:
         score = record["score"]
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
             raise InputError(f"{path}: judgment on line {lineno} has a non-numeric score {score!r}")
+    first_line: dict[tuple, int] = {}
+    for lineno, record in enumerate(judgments, 1):
+        key = (record["model"], record["question_id"], record["turn"], record.get("judge") and str(record["judge"]))
+        if key in first_line:
+            raise InputError(f"{path}: judgment on line {lineno} repeats line {first_line[key]} (model "
+                             f"{record['model']!r}, question {record['question_id']}, turn {record['turn']}); a mean "
+                             "would count it twice: keep one of them")
+        first_line[key] = lineno
     return judgments
 
 

@@ -9,7 +9,17 @@ from __future__ import annotations
 import argparse
 
 from ..errors import InputError
-from ..storage import check_output_dir, check_writable
+from ..provenance import add_accept_flag, check_recorded, check_sets_tokenizer
+from ..storage import check_output_dir, check_output_file, split_paths
+
+
+def check_sets_of_models(pairs: list[tuple[str, str, str]], accept: bool, cache_dir: str | None = None) -> None:
+    """Each (flag, set, model): the set carries a record naming the model's tokenizer (so a pivot and a
+    source set given the other way round are refused)."""
+    from .common import load_stage_tokenizer
+
+    for flag, path, model in pairs:
+        check_sets_tokenizer([path], load_stage_tokenizer(model, None, cache_dir), model, flag, accept)
 
 
 # --- 12.1 split_long_text ---------------------------------------------------------------------
@@ -40,8 +50,10 @@ def split_long_text_main(argv=None) -> None:
               *args.extra_blending_model_name_or_path]
     models = [m for m in models if m is not None]
     check_output_dir(args.dataset_save_dir, "--dataset_save_dir", [args.dataset, *models])
+    record = {"kind": "fusellm_text", "inputs": [args.dataset], "models": models, "block_size": args.block_size,
+              "sample_prop": args.dataset_sample_prop}
     split_long_texts(args.dataset, args.dataset_save_dir, models, args.block_size, args.cache_dir,
-                     args.dataset_sample_prop, args.preprocessing_num_workers)
+                     args.dataset_sample_prop, args.preprocessing_num_workers, record)
 
 
 # --- 12.2 forward_for_logits ------------------------------------------------------------------
@@ -104,7 +116,12 @@ def vocab_mapping_main(argv=None) -> None:
     from .vocab_mapping import build_vocab_mapping
 
     args = vocab_mapping_parser().parse_args(argv)
-    check_writable(args.vocab_mapping_save_dir, "--vocab_mapping_save_dir")  # a file, replaced on a rerun
+    from .vocab_mapping import updated_log_path
+
+    inputs = [args.base_model_name_or_path, args.blending_model_name_or_path, args.dataset_dir]
+    check_output_file(args.vocab_mapping_save_dir, "--vocab_mapping_save_dir", inputs)
+    if args.vocab_mapping_type == "co_occurrence" and args.vocab_mapping_save_dir.endswith(".json"):
+        check_output_file(updated_log_path(args.vocab_mapping_save_dir), "the co_occurrence log", inputs)
     build_vocab_mapping(args.base_model_name_or_path, args.blending_model_name_or_path, args.vocab_mapping_save_dir,
                         args.vocab_mapping_type, args.dataset_dir, args.model_max_length, args.window_size,
                         args.num_process, args.cache_dir)
@@ -131,6 +148,7 @@ def token_alignment_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric_level", default="sequence")
     p.add_argument("--onehot_next_token", action="store_true",
                    help="ONE-HOT fallback on the next pivot token (FuseChat's fix) instead of the current one")
+    add_accept_flag(p)
     return p
 
 
@@ -139,7 +157,11 @@ def token_alignment_main(argv=None) -> None:
 
     args = token_alignment_parser().parse_args(argv)
     check_output_dir(args.dataset_save_dir, "--dataset_save_dir",
-                     [args.base_dataset_dir, args.blending_dataset_dir, args.vocab_mapping_save_dir])
+                     [args.base_dataset_dir, args.blending_dataset_dir, args.vocab_mapping_save_dir,
+                      args.base_model_name_or_path, args.blending_model_name_or_path])
+    check_sets_of_models([("--base_dataset_dir", args.base_dataset_dir, args.base_model_name_or_path),
+                          ("--blending_dataset_dir", args.blending_dataset_dir, args.blending_model_name_or_path)],
+                         args.accept_sets_without_provenance, args.cache_dir)
     spec = PairSpec(args.base_model_name_or_path, args.blending_model_name_or_path, args.vocab_align_type,
                     args.vocab_mapping_save_dir, args.cache_dir)
     align_representations(args.base_dataset_dir, args.blending_dataset_dir, args.dataset_save_dir, spec,
@@ -161,6 +183,7 @@ def packing_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=1000)
     p.add_argument("--metric_level", default="sequence")
     p.add_argument("--fiter_nan", action="store_true", help="drop rows with a NaN metric (the released spelling)")
+    add_accept_flag(p)
     return p
 
 
@@ -169,5 +192,6 @@ def packing_main(argv=None) -> None:
 
     args = packing_parser().parse_args(argv)
     check_output_dir(args.dataset_save_dir, "--dataset_save_dir", [args.dataset_dir])
+    check_recorded([args.dataset_dir], "--dataset_dir", args.accept_sets_without_provenance)
     pack_dataset_dict(args.dataset_dir, args.dataset_save_dir, args.model_max_length,
                       args.preprocessing_num_workers, args.batch_size, args.fiter_nan, args.metric_level)

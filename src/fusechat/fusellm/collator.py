@@ -1,10 +1,11 @@
 """Batches of packed FuseLLM rows with their teacher targets (DESIGN.md 12.6.2).
 
-Token columns are padded as FuseChat's collator pads them (to the batch's longest row, capped at
-``max_length``: padding is masked out of both losses, so padding every row to 2048 as the
-reference does changes nothing). Each teacher's lists become [B, T, K] tensors with the rule of
-12.6.2: an EMPTY aligned list takes the pivot's list at that position. The fusion function of
-:mod:`fusechat.fusellm.distill` then gives one sparse target per position:
+Token columns are padded as FuseChat's collator pads them (:func:`fusechat.kernels.topk.token_batch`:
+to the batch's longest row, capped at ``max_length``; padding is masked out of both losses, so
+padding every row to 2048 as the reference does changes nothing). Each teacher's lists become
+[B, T, K] tensors with the rule of 12.6.2: an EMPTY aligned list takes the pivot's list at that
+position. The fusion function of :mod:`fusechat.fusellm.distill` then gives one sparse target per
+position:
 
     target_ids [B, T, U] int64, target_probs [B, T, U] float32 (bf16 values), target_mask [B, T, U]
 
@@ -22,9 +23,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ..errors import InputError
 from ..arrow import column_array, list_lengths
-from ..training.collator import TopK, TrainCollator, as_table, topk_targets
+from ..kernels.topk import TopK, as_table, token_batch, topk_targets
 from .distill import (PIVOT, fusion_rule, mince_choice, select_rows, teacher_columns, teacher_index, teacher_name,
                       teacher_logits, teacher_probabilities, teacher_rewards, weighted_union)
 
@@ -46,14 +46,13 @@ class DistillCollator:
     temperature: float = 1.0
 
     def __post_init__(self):
-        self._tokens = TrainCollator(self.pad_token_id, self.max_length)
         self._rule = None if self.mode is None else fusion_rule(self.mode)
         self._candidate_teacher = np.array([teacher_index(t) for t in self.candidates])
         self._teacher_logits = partial(teacher_logits, temperature=self.temperature)  # one object: its table is cached
 
     def __call__(self, features) -> dict[str, torch.Tensor]:
         table = as_table(features)
-        batch = self._tokens(table)
+        batch = token_batch(table, self.pad_token_id, self.max_length)[0]
         if self.mode is not None:
             batch.update(self.targets(table, batch["input_ids"].shape[1]))
         return batch
@@ -101,9 +100,4 @@ class DistillCollator:
 
     def _topk(self, table: pa.Table, teacher: str, lengths: np.ndarray) -> TopK:
         logits_column, ids_column, _ = teacher_columns(teacher)
-        topk = TopK.from_table(table, logits_column, ids_column)
-        if not np.array_equal(topk.positions, lengths):
-            row = int(np.flatnonzero(topk.positions != lengths)[0])
-            raise InputError(f"batch row {row}: {logits_column} ({teacher_name(teacher)}) has "
-                             f"{topk.positions[row]} positions but input_ids has {lengths[row]}")
-        return topk
+        return TopK.of_rows(table, logits_column, ids_column, lengths, f"{logits_column} ({teacher_name(teacher)})")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..alignment.aligned_sets import carried_positions
+from ..kernels.distribution import carried_positions
 from ..demo import curve, is_dataset, loss_curve, read_steps, table
 from ..errors import run_cli
 from ..storage import load_dataset_dir, write_json

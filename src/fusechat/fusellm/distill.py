@@ -26,8 +26,7 @@ import torch
 from numba import njit
 
 from ..errors import InputError
-from ..kernels.teacher_rules import MINCE, WEIGHTED, TeacherRule
-from ..training.fuse_loss import rewards
+from ..kernels.teacher_rules import MINCE, TEACHER_RULES, WEIGHTED, TeacherRule, ce_rewards
 
 PIVOT = "pivot"
 FUSION_MODES = ("greater", "weighted")
@@ -66,13 +65,17 @@ def source_teachers(column_names) -> tuple[str, ...]:
 
 def teacher_rewards(metrics) -> torch.Tensor:
     """[B, C] bf16 rewards from [B, C] metric CEs (float64 metrics pass through float32 first)."""
-    return rewards(np.asarray(metrics, dtype=np.float64).astype(np.float32))
+    return ce_rewards(np.asarray(metrics, dtype=np.float64).astype(np.float32))
 
 
 def fusion_rule(mode: str) -> TeacherRule:
-    if mode not in RULE_OF_MODE:
-        raise InputError(f"unknown fusion mode {mode!r}; choose from {', '.join(FUSION_MODES)}")
-    return RULE_OF_MODE[mode]
+    """The teacher rule of a fusion mode: the release's ``greater`` / ``weighted``, or any registered
+    rule by its name (:data:`fusechat.kernels.teacher_rules.TEACHER_RULES`)."""
+    rule = RULE_OF_MODE.get(mode) or TEACHER_RULES.get(mode)
+    if rule is None:
+        known = dict.fromkeys([*FUSION_MODES, *TEACHER_RULES])
+        raise InputError(f"unknown fusion mode {mode!r}; choose from {', '.join(known)}")
+    return rule
 
 
 def mince_choice(row_rewards: torch.Tensor, pivot_is_candidate: bool) -> torch.Tensor:

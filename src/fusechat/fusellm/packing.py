@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import InputError
+from ..schema import metric_array
 
 logger = logging.getLogger(__name__)
 METRIC_MARK = "metric_ce"
@@ -66,7 +67,7 @@ def pack_table(table, block_size: int, first_row: int = 0, where: str = "split")
     for name in table.column_names:
         column = table.column(name).combine_chunks()
         if is_metric_column(name):
-            values = column.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
+            values = metric_array(column, name, f"{where} (from row {first_row})")
             bad = np.flatnonzero(np.isnan(values))
             if bad.size:
                 raise InputError(f"{where} row {first_row + int(bad[0])}: {name} is NaN; pass --fiter_nan to drop "
@@ -92,8 +93,7 @@ def nan_rows(dataset) -> np.ndarray:
     bad = np.zeros(len(dataset), dtype=bool)
     for name in dataset.column_names:
         if is_metric_column(name):
-            values = np.asarray(dataset.with_format("numpy")[name], dtype=np.float64)
-            bad |= np.isnan(values)
+            bad |= np.isnan(metric_array(dataset.data.column(name).combine_chunks(), name, "--dataset_dir"))
     return np.flatnonzero(bad)
 
 
@@ -137,6 +137,7 @@ def pack_dataset_dict(dataset_dir: str, save_dir: str, block_size: int, num_work
     ``save_dir``; ``filter_nan`` drops the rows with a NaN metric first."""
     from datasets import DatasetDict
 
+    from ..provenance import derived_record, read_record
     from ..storage import save_dataset_atomic, scratch_dir
     from .common import load_dataset_dict
     from .token_alignment import check_metric_level
@@ -154,4 +155,5 @@ def pack_dataset_dict(dataset_dir: str, save_dir: str, block_size: int, num_work
             result[split] = pack_dataset(dataset, block_size, num_workers, batch_size, scratch / f"{split}.arrow",
                                          where=f"{dataset_dir} split {split!r}")
             logger.info("split %s: %d rows -> %d packed rows", split, len(dataset), len(result[split]))
-        save_dataset_atomic(DatasetDict(result), save_dir)
+        record = derived_record(read_record(dataset_dir), "fusellm_packed", [dataset_dir])
+        save_dataset_atomic(DatasetDict(result), save_dir, provenance=record)

@@ -119,6 +119,7 @@ def forward_for_logits(dataset_dir: str, save_dir: str, model_name_or_path: str,
     import torch
 
     from ..modeling import load_causal_lm
+    from ..provenance import fusellm_record
     from ..storage import save_dataset_atomic, scratch_dir
     from .common import load_dataset_dict, load_stage_tokenizer
 
@@ -136,8 +137,12 @@ def forward_for_logits(dataset_dir: str, save_dir: str, model_name_or_path: str,
     if len(tokenizer) > output_vocab_size(model):
         raise InputError(f"{model_name_or_path}: tokenizer has {len(tokenizer)} tokens but the model's "
                          f"output layer only {output_vocab_size(model)}")
+    if options.top_k > output_vocab_size(model):
+        raise InputError(f"--top_k_logits {options.top_k} is above the vocabulary size {output_vocab_size(model)} "
+                         f"of {model_name_or_path}")
+    record = fusellm_record(tokenizer, model_name_or_path, max_length, [dataset_dir])
     with scratch_dir(save_dir) as scratch:
         result = represent_dataset_dict(dataset_dict, tokenizer, model, max_length, options, str(scratch),
                                         sample_prop, split_num, split_index, num_proc)
-        save_dataset_atomic(result, save_dir)
+        save_dataset_atomic(result, save_dir, provenance=record)
     logger.info("saved %s rows to %s", {s: len(d) for s, d in result.items()}, save_dir)

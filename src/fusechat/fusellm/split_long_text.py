@@ -41,6 +41,18 @@ def split_batch(batch: dict, tokenizers, threshold: int) -> dict:
     return {TEXT: [piece for text in batch[TEXT] for piece in split_text(text, tokenizers, threshold)]}
 
 
+def require_text(dataset, where: str) -> None:
+    """Every ``text`` is a string (a null or a number cannot be tokenized)."""
+    import pyarrow as pa
+
+    column = dataset.data.column(TEXT)
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type) or pa.types.is_null(column.type)):
+        raise InputError(f"{where}: column 'text' holds {column.type} values, not strings")
+    if column.null_count:
+        row = column.combine_chunks().is_null().to_numpy(zero_copy_only=False).argmax()
+        raise InputError(f"{where}: row {int(row)}: text is null ({column.null_count} such rows)")
+
+
 def split_dataset(dataset, tokenizers, block_size: int, num_proc: int | None = None):
     """One split: a single ``text`` column, long texts expanded in place, other columns dropped."""
     return dataset.map(split_batch, batched=True, batch_size=100, remove_columns=dataset.column_names,
@@ -50,7 +62,7 @@ def split_dataset(dataset, tokenizers, block_size: int, num_proc: int | None = N
 
 def split_long_texts(dataset_dir: str, save_dir: str, model_paths: list[str], block_size: int,
                      cache_dir: str | None = None, sample_prop: float | None = None,
-                     num_proc: int | None = None) -> None:
+                     num_proc: int | None = None, record: dict | None = None) -> None:
     """split_long_text.py: every split of the DatasetDict at ``dataset_dir`` cut for the tokenizers of
     ``model_paths`` (base, then the sources in order), saved at ``save_dir``."""
     from datasets import DatasetDict
@@ -63,10 +75,11 @@ def split_long_texts(dataset_dir: str, save_dir: str, model_paths: list[str], bl
     dataset_dict = load_dataset_dict(dataset_dir, "--dataset")
     for split, dataset in dataset_dict.items():
         require(dataset, [TEXT], f"--dataset {dataset_dir} split {split!r}")
+        require_text(dataset, f"--dataset {dataset_dir} split {split!r}")
     tokenizers = [load_stage_tokenizer(path, None, cache_dir) for path in model_paths]
     result = {}
     for split, dataset in dataset_dict.items():
         dataset = first_rows(dataset, sample_prop)
         result[split] = split_dataset(dataset, tokenizers, block_size, num_proc)
         logger.info("split %s: %d rows -> %d rows", split, len(dataset), len(result[split]))
-    save_dataset_atomic(DatasetDict(result), save_dir)
+    save_dataset_atomic(DatasetDict(result), save_dir, provenance=record)

@@ -24,32 +24,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..alignment.token_alignment import token_alignment_spans
-from ..alignment.vocab_mapping import BYTE_LEVEL_MARKER, word_start_marker
 from ..errors import InputError
+from ..kernels import checks
+from ..kernels.align_methods import AlignMethod, align_method
+from ..kernels.distribution import aligned_distributions, source_rows
+from ..kernels.dtw import token_alignment_spans
+from ..kernels.mined import BYTE_LEVEL_MARKER, word_start_marker
+from .distill import teacher_columns
 
-ALIGN_TYPES = ("hard", "soft")
 TIE_ORDER = "diagonal-up-left"
-# Candidate table codes besides a base id (>= 0).
+# Candidate table codes besides a base id (>= 0); below -1: skipped and counted.
 NOT_IN_BASE, MISSING_KEY, NO_PIECE = -1, -2, -3
 
 logger = logging.getLogger(__name__)
 
 
-def check_align_type(align_type: str) -> str:
-    if align_type not in ALIGN_TYPES:
-        raise InputError(f"--vocab_align_type {align_type!r} is unknown; choose from {', '.join(ALIGN_TYPES)}")
-    return align_type
+def check_align_type(align_type: str) -> AlignMethod:
+    """A registered align method whose vocabulary mapping vocab_mapping.py writes (none, or MinED)."""
+    return align_method(align_type, "--vocab_align_type", mappings=(None, "mined"))
 
 
 def check_metric_level(metric_level: str) -> str:
-    if metric_level == "token":
-        raise InputError("--metric_level token is not supported: the released code writes per-token CEs in "
-                         "source positions, never aligned to the pivot, and its trainer ignores them "
-                         "(DESIGN.md 12.8 #9); use --metric_level sequence")
-    if metric_level != "sequence":
-        raise InputError(f"--metric_level {metric_level!r} is unknown; use sequence")
-    return metric_level
+    return checks.check_metric_level(
+        metric_level, ("sequence",), "the released code writes per-token CEs in source positions, never aligned "
+        "to the pivot, and its trainer ignores them (DESIGN.md 12.8 #9); use --metric_level sequence")
 
 
 def piece_table(tokenizer, width: int | None = None) -> np.ndarray:
@@ -70,15 +68,16 @@ class AlignmentTables:
     base_marker: str
     blending_marker: str
     candidates: np.ndarray  # blending id -> base id, or NOT_IN_BASE / MISSING_KEY / NO_PIECE
-    mapping: dict | None  # soft only
+    mapping: dict | None  # the method's vocabulary mapping (soft), else None
     byte_level_blending: bool
+    method: AlignMethod
 
     @classmethod
     def build(cls, base_pieces, blending_pieces, base_marker: str, blending_marker: str, align_type: str,
               mapping: dict | None = None):
-        check_align_type(align_type)
-        if align_type == "soft" and mapping is None:
-            raise InputError("--vocab_align_type soft needs the mapping file (--vocab_mapping_save_dir)")
+        method = check_align_type(align_type)
+        if method.mapping is not None and mapping is None:
+            raise InputError(f"--vocab_align_type {align_type} needs the mapping file (--vocab_mapping_save_dir)")
         base_pieces = np.asarray(base_pieces, dtype=object)
         blending_pieces = np.asarray(blending_pieces, dtype=object)
         base_index = {}
@@ -86,18 +85,15 @@ class AlignmentTables:
             if piece is not None:
                 base_index.setdefault(piece, base_id)
         replaced = [None if p is None else p.replace(blending_marker, base_marker) for p in blending_pieces.tolist()]
-        candidates = np.empty(len(replaced), dtype=np.int64)
-        for blending_id, piece in enumerate(replaced):
-            if piece is None:
-                candidates[blending_id] = NO_PIECE
-            elif align_type == "hard":
-                candidates[blending_id] = base_index.get(piece, NOT_IN_BASE)
-            elif piece in mapping:
-                candidates[blending_id] = base_index[mapping[piece]]
-            else:
-                candidates[blending_id] = MISSING_KEY
-        return cls(base_pieces, blending_pieces, replaced, base_marker, blending_marker, candidates,
-                   mapping if align_type == "soft" else None, blending_marker == BYTE_LEVEL_MARKER)
+        exact = np.array([NO_PIECE if piece is None else base_index.get(piece, NOT_IN_BASE) for piece in replaced],
+                         dtype=np.int64)
+        mapped = None
+        if method.mapping is not None:
+            mapped = np.array([NO_PIECE if piece is None else base_index[mapping[piece]] if piece in mapping
+                               else MISSING_KEY for piece in replaced], dtype=np.int64)
+        return cls(base_pieces, blending_pieces, replaced, base_marker, blending_marker,
+                   method.candidates(exact, mapped), mapping if method.mapping is not None else None,
+                   blending_marker == BYTE_LEVEL_MARKER, method)
 
 
 def _pieces(table: np.ndarray, ids, side: str, where: str) -> list[str]:
@@ -130,38 +126,17 @@ def align_row(base_ids, blending_ids, blending_logits, blending_indices, tables:
     blending_pieces = _pieces(tables.blending_pieces, blending_ids, "source", where)
     first, last = token_alignment_spans(base_pieces, blending_pieces, tables.base_marker, tables.blending_marker,
                                         tie_order=TIE_ORDER, empty_fallback=False)
-    first, last = first.tolist(), last.tolist()
-    candidates, width = tables.candidates, len(tables.candidates)
-    out_logits, out_ids, skipped = [], [], 0
-    for i in range(m):
-        one_hot_id = base_ids[min(i + 1, m - 1)] if onehot_next_token else base_ids[i]
-        one_hot = ([1.0], [one_hot_id])
-        if first[i] != last[i]:
-            logits, ids = one_hot
-        else:
-            j = first[i]
-            bt = base_pieces[i]
-            blt = tables.blending_replaced[blending_ids[j]]
-            if (i == 0 and tables.byte_level_blending and bt.startswith(tables.base_marker)
-                    and not blt.startswith(tables.base_marker)):
-                blt = tables.base_marker + blt
-            matched = bt == blt or (tables.mapping is not None and tables.mapping.get(blt) == bt)
-            if not matched:
-                logits, ids = one_hot
-            else:
-                logits, ids, seen = [], [], set()
-                for logit, candidate in zip(blending_logits[j], blending_indices[j]):
-                    base_id = int(candidates[candidate]) if 0 <= candidate < width else NO_PIECE
-                    if base_id >= 0:
-                        if base_id not in seen:
-                            seen.add(base_id)
-                            logits.append(logit)
-                            ids.append(base_id)
-                    elif base_id != NOT_IN_BASE:
-                        skipped += 1
-        out_logits.append(logits)
-        out_ids.append(ids)
-    return out_logits, out_ids, skipped
+    method, mapping, replaced, marker = tables.method, tables.mapping, tables.blending_replaced, tables.base_marker
+
+    def takes(i: int, j: int) -> bool:
+        bt, blt = base_pieces[i], replaced[blending_ids[j]]
+        if i == 0 and tables.byte_level_blending and bt.startswith(marker) and not blt.startswith(marker):
+            blt = marker + blt  # 12.8 #8
+        return method.takes(bt, blt, mapping is not None and method.match_uses_mapping and mapping.get(blt) == bt)
+
+    rows = source_rows(np.where(first == last, first, -1).tolist(), takes)
+    return aligned_distributions(rows, base_ids, blending_logits, blending_indices, tables.candidates,
+                                 one_hot_offset=1 if onehot_next_token else 0, outside=NO_PIECE)
 
 
 # --- whole sets ------------------------------------------------------------------------------
@@ -189,14 +164,14 @@ def _tables(spec: PairSpec) -> AlignmentTables:
     blending = load_stage_tokenizer(spec.blending_model, None, spec.cache_dir)
     base_pieces = piece_table(base)
     mapping = None
-    if spec.align_type != "hard":
+    if check_align_type(spec.align_type).mapping is not None:
         mapping = load_vocab_mapping(spec.mapping_file, [p for p in base_pieces if p is not None])
     return AlignmentTables.build(base_pieces, piece_table(blending), word_start_marker(base),
                                  word_start_marker(blending), spec.align_type, mapping)
 
 
 def aligned_column_names(index: int) -> tuple[str, str, str]:
-    return (f"per_step_aligned_logits_{index}", f"per_step_aligned_indices_{index}", f"metric_ce_aligned_{index}")
+    return teacher_columns(str(index))
 
 
 BASE_REQUIRED = ("input_ids", "per_step_logits", "per_step_indices", "metric_ce")
@@ -238,7 +213,7 @@ def check_same_documents(base, blending, base_tokenizer, max_length: int, base_n
 
 
 def _align_batch(batch, indices, spec: PairSpec, index: int, onehot_next_token: bool, where: str):
-    from ..alignment.aligned_sets import BLENDING
+    from ..schema import BLENDING
 
     tables = spec.tables()
     logits_name, ids_name, metric_name = aligned_column_names(index)
@@ -265,7 +240,7 @@ def align_split(base, blending, spec: PairSpec, index: int, max_length: int, one
     skipped candidates. Rows are checked first (same count, same documents)."""
     from datasets import Features, List, Value
 
-    from ..alignment.aligned_sets import BLENDING, paired
+    from ..schema import BLENDING, paired
     from ..schema import index_dtype_for
     from .common import TEXT, load_stage_tokenizer, require
 
@@ -310,14 +285,15 @@ def align_representations(base_dir: str, blending_dir: str, save_dir: str, spec:
     the source set at ``blending_dir`` added as ``*_<index>``, saved at ``save_dir``."""
     from datasets import DatasetDict
 
+    from ..provenance import derived_record, read_record
     from ..storage import save_dataset_atomic, scratch_dir
     from .common import load_dataset_dict
 
     check_metric_level(metric_level)
-    check_align_type(spec.align_type)
+    method = check_align_type(spec.align_type)
     if index < 0:
         raise InputError(f"--blending_model_index must be 0 or more, got {index}")
-    if spec.align_type == "soft" and not spec.mapping_file:
+    if method.mapping is not None and not spec.mapping_file:
         raise InputError("--vocab_align_type soft needs --vocab_mapping_save_dir (the JSON file of vocab_mapping.py)")
     base = load_dataset_dict(base_dir, "--base_dataset_dir")
     blending = load_dataset_dict(blending_dir, "--blending_dataset_dir")
@@ -335,5 +311,6 @@ def align_representations(base_dir: str, blending_dir: str, save_dir: str, spec:
         if skipped:
             logger.warning("skipped %d source candidate(s) with no pivot mapping or no piece (the reference "
                            "crashes on them, DESIGN.md 12.8 #6)", skipped)
-        save_dataset_atomic(DatasetDict(result), save_dir)
+        record = derived_record(read_record(base_dir), "fusellm_aligned", [base_dir, blending_dir])
+        save_dataset_atomic(DatasetDict(result), save_dir, provenance=record)
     logger.info("saved %s rows to %s", {s: len(d) for s, d in result.items()}, save_dir)

@@ -23,8 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, run_cli
+from ..schema import metric_array
 from ..modeling import check_model_path, load_causal_lm, load_config, load_tokenizer, output_vocab_size
-from ..storage import load_dataset_dir, split_paths, write_json
+from ..provenance import check_sets_tokenizer
+from ..storage import check_output_dir, claim_output_dir, load_dataset_dir, split_paths, write_json
 from ..training.datasets import ArrowRows, check_rows
 from ..training.checkpoints import save_final
 from .collator import DistillCollator
@@ -84,8 +86,8 @@ def check_packed_set(dataset, where: str, req: PackedRequirements) -> None:
             raise InputError(f"{where}: {teacher_name(teacher)} is a teacher but the set lacks {missing}; found "
                              f"{dataset.column_names}; align that source into the set first{hint}")
     for name in req.metric_columns:
-        values = dataset.with_format("numpy")[name]
-        nan = np.flatnonzero(np.isnan(np.asarray(values, dtype=np.float64)))
+        values = metric_array(dataset.data.column(name).combine_chunks(), name, where)
+        nan = np.flatnonzero(np.isnan(values))
         if len(nan):
             raise InputError(f"{where}: row {int(nan[0])}: {name} is NaN ({len(nan)} such rows); pack with "
                              f"--fiter_nan or disable that teacher")
@@ -141,8 +143,12 @@ def main(argv: list[str] | None = None):
                        "WarmupDecayLR; --optim, --adam_beta1/2 and --lr_scheduler_type are not applied "
                        "(--paper_optimizer applies them)")
     check_model_path(model_args.model_name_or_path)
+    check_output_dir(args.output_dir, "--output_dir", [model_args.model_name_or_path,
+                                                       *split_paths(data_args.dataset_name)])
     config = load_config(model_args.model_name_or_path, cache_dir=args.cache_dir)
     tokenizer = load_tokenizer(model_args.model_name_or_path, args.model_max_length, args.cache_dir)
+    check_sets_tokenizer(split_paths(data_args.dataset_name), tokenizer, model_args.model_name_or_path,
+                         "--dataset_name", data_args.accept_sets_without_provenance)
     vocab_size = config.get_text_config().vocab_size
     req = requirements(args, vocab_size)
     train_set = load_packed(data_args.dataset_name, "train", req, data_args.max_train_samples) if args.do_train \
@@ -155,6 +161,7 @@ def main(argv: list[str] | None = None):
         raise InputError(f"{model_args.model_name_or_path}: the output layer has {output_vocab_size(model)} rows "
                          f"but the config says {vocab_size}")
     model.config.use_cache = False
+    claim_output_dir(args.output_dir)
     model.generation_config.update(**{k: v for k, v in vars(generation_args).items() if v is not None})
     collator = DistillCollator(tokenizer.pad_token_id, args.model_max_length, args.fusion_mode,
                                args.candidates, args.distill_teacher_temperature)

@@ -19,6 +19,8 @@ from pathlib import Path
 import transformers
 
 from ..errors import InputError
+from ..kernels.checks import check_lm_loss_weight
+from ..provenance import ACCEPT_HELP
 from ..training.arguments import translate_legacy_flags
 from .distill import FUSION_TYPES, PIVOT, RULE_OF_MODE
 
@@ -37,6 +39,7 @@ class DataArguments:
     dataset_name: str | None = field(default=None, metadata={
         "help": "Comma-separated packed DatasetDict folders (save_to_disk); their train and validation "
                 "splits are concatenated in the given order."})
+    accept_sets_without_provenance: bool = field(default=False, metadata={"help": ACCEPT_HELP})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation rows."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Accepted; unused, as in the reference."})
@@ -150,8 +153,7 @@ def check_distill_arguments(args) -> None:
     """Bad or contradictory flags, reported before anything is loaded."""
     if args.training_mode != "full":
         raise InputError(f"--training_mode {args.training_mode}: only 'full' is offered (QLoRA is not)")
-    if not 0.0 <= args.lm_loss_weight <= 1.0:
-        raise InputError(f"--lm_loss_weight must be in [0, 1], got {args.lm_loss_weight}")
+    check_lm_loss_weight(args.lm_loss_weight)
     if args.distill_loss_type not in DISTILL_LOSS_TYPES:
         raise InputError(f"--distill_loss_type must be ce or kl, got {args.distill_loss_type!r}")
     if not args.distill_teacher_temperature > 0:

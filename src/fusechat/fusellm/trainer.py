@@ -3,7 +3,7 @@
 Per micro-batch: the student's log-softmax (float32) is computed once; the LM loss is the mean
 next-token CE over labelled next tokens, the distill loss the mean CE (or KL) toward the sparse
 target over the attention mask (the last real position of each row included), both from one
-gather (:func:`fusechat.training.fuse_loss.lm_and_fuse_losses` with FuseLLM's parameters). The
+gather (:func:`fusechat.kernels.losses.lm_and_distill_losses` with FuseLLM's parameters). The
 two are weighted by the fusion type (hard, hard_and_decay, soft); each micro-batch loss is a mean,
 which the Trainer divides by the accumulation steps, as in the reference.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from transformers import Trainer
 
-from ..training.fuse_loss import lm_and_fuse_losses, lm_loss
+from ..kernels.losses import lm_and_distill_losses, lm_loss
 from .collator import PUBLISHED_CANDIDATES, TARGET_KEYS
 from .distill import distill_weight, teacher_index, teacher_key
 from .schedule import deepspeed_adamw, warmup_decay_scheduler
@@ -59,10 +59,10 @@ class DistillTrainer(Trainer):
             distill = torch.zeros_like(lm)
             loss = lambda_ * lm if self.args.do_distill else lm
         else:
-            lm, distill = lm_and_fuse_losses(
-                log_probs, labels, None, targets["target_ids"], targets["target_mask"],
-                loss_type=self.args.distill_loss_type, target_probs=targets["target_probs"],
-                loss_mask=inputs["attention_mask"].bool(), entropy_dtype=torch.bfloat16)
+            lm, distill = lm_and_distill_losses(
+                log_probs, labels, targets["target_ids"], targets["target_probs"], targets["target_mask"],
+                distill_mask=inputs["attention_mask"].bool(), loss_type=self.args.distill_loss_type,
+                entropy_dtype=torch.bfloat16)
             lm_weight, distill_weight_ = distill_weight(self.fusion_type, lambda_, self.state.global_step,
                                                         self.state.max_steps, targets["teacher_reward"])
             loss = lm_weight * lm + distill_weight_ * distill

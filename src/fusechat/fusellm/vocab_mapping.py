@@ -5,13 +5,8 @@ marker. If x' is a base piece it maps to itself; otherwise to the base piece y w
 Levenshtein distance on the raw strings (markers included), the first such y in ascending base id
 order on ties. The result is a dict keyed by x' (written as one JSON object).
 
-The reference evaluates all |V_blend| x |V_base| distances in a pool of 64 processes. Here the
-same answer comes from an exact search that compares a query only with the base pieces that can
-still win: Lev(x, y) >= |len(x) - len(y)|, so for a query of length L the base pieces are visited in
-shells of length L, L-1 and L+1, L-2 and L+2, ... (rapidfuzz's C++ Levenshtein, one shell of one
-length group at a time), and a query stops once the shell radius exceeds its best distance so far.
-Every piece at the minimum distance lies in a visited shell, and the first of them in ascending base
-id order is kept, so the result is the exhaustive search's.
+The reference evaluates all |V_blend| x |V_base| distances in a pool of 64 processes; here the
+exact shell search of :mod:`fusechat.kernels.mined` gives the same answer.
 """
 
 from __future__ import annotations
@@ -21,6 +16,7 @@ import logging
 import numpy as np
 
 from ..errors import InputError
+from ..kernels.mined import all_minima, nearest_pieces, word_start_marker
 
 logger = logging.getLogger(__name__)
 MAPPING_TYPES = ("default", "co_occurrence")
@@ -29,50 +25,6 @@ MAPPING_TYPES = ("default", "co_occurrence")
 def ordered_pieces(tokenizer) -> list[str]:
     """``get_vocab()`` keys in ascending id order (the base order of 12.3; 12.8 #5)."""
     return [piece for piece, _ in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])]
-
-
-def _levenshtein(queries: list[str], choices: list[str], workers: int) -> np.ndarray:
-    from rapidfuzz.distance import Levenshtein
-    from rapidfuzz.process import cdist
-
-    return cdist(queries, choices, scorer=Levenshtein.distance, dtype=np.int32, workers=workers)
-
-
-def min_distance_choices(queries: list[str], base_pieces: list[str], workers: int = -1,
-                         progress: bool = True, return_distances: bool = False):
-    """For each query, the base id of the first base piece (ascending id) at the smallest Levenshtein
-    distance (and that distance, with ``return_distances``)."""
-    from tqdm.auto import tqdm
-
-    if not base_pieces:
-        raise InputError("the base vocabulary is empty: nothing to map onto")
-    base_lengths = np.fromiter((len(p) for p in base_pieces), dtype=np.int64, count=len(base_pieces))
-    shells = {int(length): np.flatnonzero(base_lengths == length) for length in np.unique(base_lengths)}
-    longest_base = int(base_lengths.max())
-    query_lengths = np.fromiter((len(q) for q in queries), dtype=np.int64, count=len(queries))
-    best_distance = np.full(len(queries), np.iinfo(np.int64).max, dtype=np.int64)
-    best_id = np.full(len(queries), len(base_pieces), dtype=np.int64)
-    for length in tqdm(np.unique(query_lengths).tolist(), desc="MinED vocabulary mapping (by query length)",
-                       disable=not progress):
-        members = np.flatnonzero(query_lengths == length)
-        radius = 0
-        while radius <= max(length, longest_base):
-            active = members[best_distance[members] >= radius]  # those a shell this far can still beat or tie
-            if active.size == 0:
-                break
-            for shell_length in {length - radius, length + radius}:
-                ids = shells.get(shell_length)
-                if ids is None:
-                    continue
-                distances = _levenshtein([queries[k] for k in active], [base_pieces[i] for i in ids], workers)
-                shell_best = distances.min(axis=1)
-                shell_id = ids[np.argmin(distances, axis=1)]  # the first minimum within the shell
-                better = (shell_best < best_distance[active]) | (
-                    (shell_best == best_distance[active]) & (shell_id < best_id[active]))
-                best_distance[active[better]] = shell_best[better]
-                best_id[active[better]] = shell_id[better]
-            radius += 1
-    return (best_id.tolist(), best_distance.tolist()) if return_distances else best_id.tolist()
 
 
 def default_vocab_mapping(blending_pieces: list[str], base_pieces: list[str], blending_marker: str,
@@ -85,7 +37,7 @@ def default_vocab_mapping(blending_pieces: list[str], base_pieces: list[str], bl
     base_set = set(base_pieces)
     keys = [piece.replace(blending_marker, base_marker) for piece in blending_pieces]
     missing = list(dict.fromkeys(k for k in keys if k not in base_set))  # distinct, first-seen order
-    choices, distances = min_distance_choices(missing, base_pieces, workers, progress, return_distances=True)
+    choices, distances = nearest_pieces(missing, base_pieces, workers, progress, return_distances=True)
     chosen = dict(zip(missing, (base_pieces[i] for i in choices)))
     mapping = {key: key if key in base_set else chosen[key] for key in keys}
     if not with_minima:
@@ -97,21 +49,6 @@ def default_vocab_mapping(blending_pieces: list[str], base_pieces: list[str], bl
 
 
 # --- co_occurrence (DESIGN.md 12.3; not used by the release) ----------------------------------------
-
-def all_minima(queries: list[str], distances: list[int], base_pieces: list[str], workers: int = -1) -> list[list[int]]:
-    """For each query, every base id (ascending) at its minimum distance ``distances[k]``."""
-    base_lengths = np.fromiter((len(p) for p in base_pieces), dtype=np.int64, count=len(base_pieces))
-    result: list[list[int]] = [[] for _ in queries]
-    groups: dict[tuple[int, int], list[int]] = {}
-    for k, (query, distance) in enumerate(zip(queries, distances)):
-        groups.setdefault((len(query), distance), []).append(k)
-    for (length, distance), members in groups.items():
-        ids = np.flatnonzero(np.abs(base_lengths - length) <= distance)  # Lev >= the length difference
-        found = _levenshtein([queries[k] for k in members], [base_pieces[i] for i in ids], workers) == distance
-        for row, k in enumerate(members):
-            result[k] = ids[found[row]].tolist()
-    return result
-
 
 def cooccurrence_counts(id_rows, vocab_size: int, window: int):
     """C[t_i, t_j] += 1 and C[t_j, t_i] += 1 for every i and every j != i in
@@ -221,7 +158,6 @@ def build_vocab_mapping(base_model: str, blending_model: str, save_path: str, ma
                         cache_dir: str | None = None) -> None:
     """vocab_mapping.py: the blending -> base piece mapping of a model pair, written as JSON at
     ``save_path`` (co_occurrence also writes the entries it changed beside it)."""
-    from ..alignment.vocab_mapping import word_start_marker
     from ..storage import write_json
     from .common import load_stage_tokenizer
 

@@ -21,7 +21,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+
+def ce_rewards(metric_ce) -> torch.Tensor:
+    """exp(-ce) as the reference computes it: 1 / exp(ce) in bfloat16 (so near-equal CEs tie)."""
+    ce = torch.tensor(np.asarray(metric_ce)).to(torch.bfloat16)
+    return torch.reciprocal(torch.exp(ce))
 
 
 @dataclass(frozen=True)

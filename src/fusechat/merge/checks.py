@@ -21,7 +21,7 @@ from mergekit.options import MergeOptions
 from pydantic import ValidationError
 
 from ..errors import InputError
-from ..modeling import check_model_path
+from ..modeling import check_model_path, check_weights
 from ..storage import check_output_dir
 
 logger = logging.getLogger(__name__)
@@ -132,6 +132,8 @@ def check_config(config: MergeConfiguration, config_file: str, options: MergeOpt
     check_parameters(config, config_file)
     for ref in listed_models(config):
         check_model_path(str(ref.model.path), flag=f"{config_file}: model")
+        if Path(str(ref.model.path)).expanduser().is_dir():
+            check_weights(Path(str(ref.model.path)).expanduser(), f"{config_file}: model")
         if ref.lora is not None:
             check_model_path(str(ref.lora.path), flag=f"{config_file}: LoRA")
     pivot = pivot_model(config)

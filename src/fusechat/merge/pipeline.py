@@ -27,7 +27,7 @@ from mergekit.merge import run_merge
 from mergekit.options import MergeOptions
 
 from ..errors import InputError
-from ..storage import mark_output, replace_path, scratch_dir
+from ..storage import disk_full_is_input_error, finish_output, replace_path, scratch_dir
 from .checks import check_config, check_output, listed_models, load_merge_config, local_config, pivot_model
 from .registry import SCE_NAME, VARM_NAME, register_methods
 from .varm import group_key
@@ -154,6 +154,7 @@ def staged_output(out_path: str) -> Iterator[Path]:
     with scratch_dir(final, "tmp") as holder:
         work = holder / final.name
         work.mkdir()
-        yield work
-        mark_output(work)
+        with disk_full_is_input_error(final):
+            yield work
+        finish_output(work)
         replace_path(work, final)

@@ -19,6 +19,8 @@ from pathlib import Path
 import transformers
 
 from ..errors import InputError
+from ..kernels.checks import check_lm_loss_weight
+from ..provenance import ACCEPT_HELP
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class DataArguments:
         "help": "With --do_fuse or --train_baseline: comma-separated dataset folders (save_to_disk), "
                 "concatenated. Otherwise: a JSON corpus of ShareGPT conversations."})
     eval_data_path: str | None = field(default=None, metadata={"help": "Evaluation data, same form as --data_path."})
+    accept_sets_without_provenance: bool = field(default=False, metadata={"help": ACCEPT_HELP})
     conv_temp: str = field(default="openchat_3.5", metadata={"help": "Conversation template (fusechat.templates)."})
     separator: str | None = field(default=None, metadata={
         "help": "Token that closes a turn; default: the model's (its eos, or <|im_end|>/<|eot_id|>/<end_of_turn>/"
@@ -77,8 +80,7 @@ class FuseTrainingArguments(transformers.TrainingArguments):
 
 def check_fuse_arguments(args) -> None:
     """Bad values of the fusion flags, reported before any work starts."""
-    if not 0.0 <= args.lm_loss_weight <= 1.0:
-        raise InputError(f"--lm_loss_weight must be in [0, 1], got {args.lm_loss_weight}")
+    check_lm_loss_weight(args.lm_loss_weight)
     if args.fuse_loss_type not in FUSE_LOSS_TYPES:
         raise InputError(f"--fuse_loss_type must be one of {', '.join(FUSE_LOSS_TYPES)}, got {args.fuse_loss_type!r}")
     if not args.fuse_temperature > 0:

@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 
 from ..errors import InputError
-from ..modeling import keep_legacy_flag
+from ..modeling import check_weights, keep_legacy_flag
+from ..storage import keep_umask
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
@@ -35,6 +36,7 @@ def latest_complete_checkpoint(output_dir: str) -> str | None:
     found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := CHECKPOINT.match(p.name))]
     for _, folder in sorted(found, reverse=True):
         if is_complete(folder):
+            check_weights(folder, "checkpoint")
             return str(folder)
         logger.warning("skipping %s: no %s, its save was interrupted (delete it to silence this)", folder,
                        STATE_FILE)
@@ -49,6 +51,7 @@ def check_resume_checkpoint(path: str) -> None:
     if not is_complete(folder):
         raise InputError(f"--resume_from_checkpoint {path}: incomplete checkpoint (no {STATE_FILE}; its save was "
                          "interrupted)")
+    check_weights(folder, "--resume_from_checkpoint")
 
 
 def save_final(trainer, output_dir: str) -> None:
@@ -72,4 +75,5 @@ def save_final(trainer, output_dir: str) -> None:
                 shutil.rmtree(target, ignore_errors=True)
             os.replace(path, target)
         staging.rmdir()
+        keep_umask(output_dir)  # the weights are saved 0600 through a private temporary file
     trainer.accelerator.wait_for_everyone()

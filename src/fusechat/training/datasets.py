@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ..data import log_problems, read_corpus, validate_records
 from ..errors import InputError
 from ..schema import (FUSED_INDICES, FUSED_LOGITS, FUSED_METRIC_CE, ID, IGNORE_INDEX, INDICES, LOGITS,
-                      METRIC_CE, PER_STEP_FUSED_METRIC_CE, TOKEN_COLUMNS, train_split)
+                      METRIC_CE, PER_STEP_FUSED_METRIC_CE, TOKEN_COLUMNS, metric_array, train_split)
 from ..storage import load_dataset_dir, split_paths
 from ..templates import encode_rendered, get_template, render_conversation
 from ..arrow import flat_values, list_lengths, list_values, record_batches
@@ -105,7 +105,11 @@ def _check_batch(batch: pa.RecordBatch, first_row: int, where: str, req: SetRequ
     for logits_name, ids_name in req.topk_pairs:
         _check_topk(batch, logits_name, ids_name, lengths, req.vocab_size, fail)
     for name in req.metric_columns:
-        nan = np.isnan(batch.column(name).to_numpy(zero_copy_only=False))
+        try:
+            values = metric_array(batch.column(name), name, "metric")
+        except InputError as exc:
+            fail(0, str(exc).removeprefix("metric: "))
+        nan = np.isnan(values)
         if nan.any():
             fail(int(np.flatnonzero(nan)[0]), f"{name} is NaN; run filter_nan on the set first")
     return int((lengths > req.model_max_length).sum())

@@ -1,138 +1,17 @@
-"""The training losses of DESIGN.md 8, as pure tensor functions.
-
-The reference builds dense [batch, length, vocab] target distributions and takes a full-vocabulary
-cross-entropy. A target is non-zero only on its top-k ids, so the same loss is
-
-    CE = -sum_k p_k * log_softmax(student)[id_k]
-    KL = sum_k p_k * (log p_k - log_softmax(student)[id_k])
-
-with p = softmax(target logits / temperature) over the list: a gather of k student log-probabilities
-per position instead of a [vocab]-wide product. ``log_probs`` (the student's log-softmax) is
-computed once by the caller and shared with the LM loss; :func:`lm_and_fuse_losses` takes both
-losses from one gather, so the backward pass scatters into one [B, T, V] gradient, not two.
-
-Averaging: both losses are means over the positions t of the whole batch whose next label
-``labels[t + 1]`` is not -100 (all rows pooled, so a long row weighs more than a short one, as in
-the reference). A batch without such positions gives 0, not NaN.
-"""
+"""FuseChat's training losses (DESIGN.md 8) from the kernels: the fuse target is softmax(logits / T)
+over each top-k list, and both losses average over the positions whose next label is kept."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from ..schema import IGNORE_INDEX
+from ..kernels.losses import lm_and_distill_losses, target_probabilities
 
 
-def next_label_mask(labels: torch.Tensor) -> torch.Tensor:
-    """[B, T] bool: position t predicts a labelled token (labels[t + 1] != -100); the last never does."""
-    mask = torch.zeros_like(labels, dtype=torch.bool)
-    mask[:, :-1] = labels[:, 1:] != IGNORE_INDEX
-    return mask
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over the True positions of ``mask``, pooled over the batch (0 if none)."""
-    total = torch.where(mask, values, torch.zeros_like(values)).sum()
-    return total / mask.sum().clamp_min(1).to(values.dtype)
-
-
-def next_token_ids(labels: torch.Tensor) -> torch.Tensor:
-    """[B, T]: the label each position predicts (labels[t + 1]; -100 and the last position as 0)."""
-    next_ids = torch.zeros_like(labels)
-    next_ids[:, :-1] = labels[:, 1:].clamp_min(0)
-    return next_ids
-
-
-def lm_loss(log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy, the mean over labelled next tokens of the batch."""
-    # Gathered from the whole [B, T, V] tensor (not a shifted view): its gradient is one buffer.
-    nll = -log_probs.gather(-1, next_token_ids(labels).unsqueeze(-1)).squeeze(-1)
-    return masked_mean(nll, next_label_mask(labels))
-
-
-def target_probabilities(target_logits: torch.Tensor, target_mask: torch.Tensor,
-                         temperature: float = 1.0) -> torch.Tensor:
-    """softmax(logits / temperature) over the valid entries of each [.., K] list; 0 on the others.
-
-    A position with no valid entry (padding) gets all zeros.
-    """
-    scaled = (target_logits / temperature).masked_fill(~target_mask, float("-inf"))
-    return torch.softmax(scaled, dim=-1).masked_fill(~target_mask, 0.0)
-
-
-def target_entropy_terms(probs: torch.Tensor, entropy_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """q * log q per entry (0 where q = 0); with ``entropy_dtype``, log q and the product are each
-    rounded to that dtype (FuseLLM's bf16 KL term, DESIGN.md 12.6.4)."""
-    if entropy_dtype is None:
-        return torch.special.xlogy(probs, probs)
-    q = probs.to(entropy_dtype)
-    return torch.where(q > 0, q * torch.log(q), torch.zeros_like(q)).to(probs.dtype)
-
-
-def distill_per_position(student: torch.Tensor, probs: torch.Tensor, target_mask: torch.Tensor,
-                         loss_type: str = "ce", entropy_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """[B, T] CE (or KL) toward sparse targets: ``probs`` [B, T, K] at the ids where ``student`` was gathered."""
-    # Padding slots point at id 0; zero them so that a -inf log-prob there cannot make 0 * inf.
-    per_position = -(probs * student.masked_fill(~target_mask, 0.0)).sum(-1)
-    if loss_type == "kl":
-        per_position = per_position + target_entropy_terms(probs, entropy_dtype).sum(-1)
-    elif loss_type != "ce":
-        raise ValueError(f"unknown fuse loss type {loss_type!r}")
-    return per_position
-
-
-def fuse_loss_from_gathered(student: torch.Tensor, labels: torch.Tensor, target_logits: torch.Tensor | None,
-                            target_mask: torch.Tensor, temperature: float = 1.0, loss_type: str = "ce", *,
-                            target_probs: torch.Tensor | None = None, loss_mask: torch.Tensor | None = None,
-                            entropy_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """The fuse loss from the student's log-probabilities already gathered at the target ids [B, T, K].
-
-    FuseLLM's variant (DESIGN.md 12.6) passes ready ``target_probs`` instead of logits, its own
-    ``loss_mask`` (the attention mask) instead of the next-label mask, and ``entropy_dtype``.
-    """
-    probs = target_probs.to(student.dtype) if target_probs is not None else \
-        target_probabilities(target_logits.to(student.dtype), target_mask, temperature)
-    per_position = distill_per_position(student, probs, target_mask, loss_type, entropy_dtype)
-    return masked_mean(per_position, next_label_mask(labels) if loss_mask is None else loss_mask)
-
-
-def sparse_fuse_loss(log_probs: torch.Tensor, labels: torch.Tensor, target_logits: torch.Tensor,
-                     target_ids: torch.Tensor, target_mask: torch.Tensor, temperature: float = 1.0,
-                     loss_type: str = "ce") -> torch.Tensor:
-    """The fuse loss toward top-k targets, equal to the dense formulation of DESIGN.md 8.
-
-    log_probs: [B, T, V] student log-softmax. target_logits, target_ids, target_mask: [B, T, K]
-    (from the collator; ids within a list are distinct). loss_type: "ce" or "kl".
-    """
-    return fuse_loss_from_gathered(log_probs.gather(-1, target_ids), labels, target_logits, target_mask,
-                                   temperature, loss_type)
-
-
-def lm_and_fuse_losses(log_probs: torch.Tensor, labels: torch.Tensor, target_logits: torch.Tensor | None,
+def lm_and_fuse_losses(log_probs: torch.Tensor, labels: torch.Tensor, target_logits: torch.Tensor,
                        target_ids: torch.Tensor, target_mask: torch.Tensor, temperature: float = 1.0,
-                       loss_type: str = "ce", **target_options) -> tuple[torch.Tensor, torch.Tensor]:
-    """(:func:`lm_loss`, :func:`sparse_fuse_loss`) from a single gather of ``log_probs``.
-
-    ``target_options``: the keyword options of :func:`fuse_loss_from_gathered`.
-    """
-    gathered = log_probs.gather(-1, torch.cat([target_ids, next_token_ids(labels).unsqueeze(-1)], dim=-1))
-    lm = masked_mean(-gathered[..., -1], next_label_mask(labels))
-    fuse = fuse_loss_from_gathered(gathered[..., :-1], labels, target_logits, target_mask, temperature, loss_type,
-                                   **target_options)
-    return lm, fuse
-
-
-def rewards(metric_ce) -> torch.Tensor:
-    """exp(-ce) as the reference computes it: 1 / exp(ce) in bfloat16 (so near-equal CEs tie)."""
-    ce = torch.tensor(np.asarray(metric_ce)).to(torch.bfloat16)
-    return torch.reciprocal(torch.exp(ce))
-
-
-def mince_use_source(pivot_metric_ce, source_metric_ce) -> torch.Tensor:
-    """[B] bool: the source's reward is strictly larger (MinCE); ties go to the pivot."""
-    return rewards(source_metric_ce) > rewards(pivot_metric_ce)
-
-
-def weighted_loss(lm: torch.Tensor, fuse: torch.Tensor, lm_loss_weight: float) -> torch.Tensor:
-    return lm_loss_weight * lm + (1.0 - lm_loss_weight) * fuse
+                       loss_type: str = "ce") -> tuple[torch.Tensor, torch.Tensor]:
+    """(LM loss, fuse loss) of a batch from the student's log-softmax [B, T, V] and the collator's
+    [B, T, K] targets; loss_type "ce" or "kl"."""
+    probs = target_probabilities(target_logits.to(log_probs.dtype), target_mask, temperature)
+    return lm_and_distill_losses(log_probs, labels, target_ids, probs, target_mask, loss_type=loss_type)

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import run_cli
 from ..modeling import check_model_path, load_causal_lm, load_config, load_tokenizer, model_turn_separator
 from ..provenance import check_sets_tokenizer
-from ..storage import check_writable, split_paths
+from ..storage import check_output_dir, claim_output_dir, split_paths
 from ..templates import chat_template_jinja, get_template, tokenizer_adds_bos
 from .arguments import parse_args
 from .checkpoints import check_resume_checkpoint, latest_complete_checkpoint, save_final
@@ -47,15 +47,17 @@ def main(argv: list[str] | None = None):
 
     model_args, data_args, args = parse_args(argv)
     check_model_path(model_args.model_name_or_path)
-    check_writable(args.output_dir, "--output_dir")
+    data_paths = split_paths(data_args.data_path) + split_paths(data_args.eval_data_path or "")
+    check_output_dir(args.output_dir, "--output_dir", [model_args.model_name_or_path, *data_paths])
     config = load_config(model_args.model_name_or_path, args.model_max_length, args.cache_dir)
     tokenizer = load_tokenizer(model_args.model_name_or_path, args.model_max_length, args.cache_dir)
     separator = model_turn_separator(model_args.model_name_or_path, tokenizer, data_args.separator, args.cache_dir)
     attach_chat_template(tokenizer, data_args.conv_temp, separator)
-    check_sets_tokenizer(split_paths(data_args.data_path) + split_paths(data_args.eval_data_path or ""), tokenizer,
-                         model_args.model_name_or_path)
+    check_sets_tokenizer(data_paths, tokenizer, model_args.model_name_or_path,
+                         accept=data_args.accept_sets_without_provenance)
     if args.resume_from_checkpoint:
         check_resume_checkpoint(args.resume_from_checkpoint)
+    checkpoint = args.resume_from_checkpoint or latest_complete_checkpoint(args.output_dir)
     # All data checks happen here, before the model is loaded.
     vocab_size = config.get_text_config().vocab_size
     train_set, eval_set = build_sets(data_args, args, tokenizer, vocab_size, separator)
@@ -68,13 +70,11 @@ def main(argv: list[str] | None = None):
                            load_in_half="bf16" if args.bf16 else "none",
                            flash_attn=args.flash_attn_transformers, cache_dir=args.cache_dir)
     model.config.use_cache = False
+    claim_output_dir(args.output_dir)
     trainer_class = FuseTrainer if args.do_fuse else MicroBatchMeanTrainer
     trainer = trainer_class(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                             data_collator=collator, processing_class=tokenizer)
 
-    checkpoint = args.resume_from_checkpoint
-    if checkpoint is None:
-        checkpoint = latest_complete_checkpoint(args.output_dir)
     if checkpoint:
         logger.info("resuming from %s", checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from transformers import Trainer
 
-from .fuse_loss import lm_and_fuse_losses, weighted_loss
+from ..kernels.losses import weighted_loss
+from .fuse_loss import lm_and_fuse_losses
 
 TARGET_KEYS = ("target_logits", "target_ids", "target_mask", "source_chosen")
 

@@ -1,4 +1,4 @@
-"""Token alignment of one sequence pair by DTW over edit distances (DESIGN.md 6.1).
+"""Token alignment of one sequence pair by DTW over edit distances (DESIGN.md 6.1, 12.4.1).
 
 Base = pivot (columns, m tokens), blending = source (rows, n tokens). Tokens are the strings of
 each id decoded on its own (`decoded_token_strings`). The cost of a blending token ``a`` against a
@@ -34,10 +34,9 @@ from collections.abc import Sequence
 
 import numpy as np
 from numba import njit
-from rapidfuzz.distance import Levenshtein
-from rapidfuzz.process import cdist
 
 from ..errors import InputError
+from .mined import levenshtein_matrix
 
 # Backtrack moves, in the tie order of DESIGN.md 6.1.
 _DIAGONAL, _LEFT, _UP = 0, 1, 2
@@ -105,17 +104,13 @@ def _distinct(tokens: Sequence[str]) -> tuple[list[str], np.ndarray]:
     return list(index_of), indices
 
 
-def _levenshtein_matrix(rows: list[str], columns: list[str]) -> np.ndarray:
-    return cdist(rows, columns, scorer=Levenshtein.distance, dtype=np.int32, workers=1)
-
-
 def _distinct_cost_matrix(base_tokens, blending_tokens, base_marker, blending_marker, empty_fallback=True):
     """Costs between the distinct blending and base strings, and the index of every token in them."""
     blending_distinct, blending_index = _distinct(blending_tokens)
     base_distinct, base_index = _distinct(base_tokens)
     blending_stripped = [a.replace(blending_marker, "") for a in blending_distinct]
     base_stripped = [b.replace(base_marker, "") for b in base_distinct]
-    costs = _levenshtein_matrix(blending_stripped, base_stripped)
+    costs = levenshtein_matrix(blending_stripped, base_stripped)
 
     # Where either side strips to nothing: marker-swapped blending token against the raw base token.
     empty_rows = [k for k, a in enumerate(blending_stripped) if not a]
@@ -123,9 +118,9 @@ def _distinct_cost_matrix(base_tokens, blending_tokens, base_marker, blending_ma
     if empty_fallback and (empty_rows or empty_columns):
         blending_swapped = [a.replace(blending_marker, base_marker) for a in blending_distinct]
         if empty_rows:
-            costs[empty_rows, :] = _levenshtein_matrix([blending_swapped[k] for k in empty_rows], base_distinct)
+            costs[empty_rows, :] = levenshtein_matrix([blending_swapped[k] for k in empty_rows], base_distinct)
         if empty_columns:
-            costs[:, empty_columns] = _levenshtein_matrix(
+            costs[:, empty_columns] = levenshtein_matrix(
                 blending_swapped, [base_distinct[k] for k in empty_columns]
             )
     return costs, blending_index, base_index
