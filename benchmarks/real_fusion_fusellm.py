@@ -48,7 +48,7 @@ class Settings:
     top_k: int = 10
     align_type: str = "soft"
     epochs: int = 1
-    train_rows: int = 0  # > 0: train on the first N packed rows only (train.py --max_train_samples)
+    train_rows: int = 8  # the first N packed rows (train.py --max_train_samples); 0: all 27
     grad_accum: int = 2
     learning_rate: float = 5e-5
     warmup_ratio: float = 0.1
