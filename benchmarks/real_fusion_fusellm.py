@@ -47,7 +47,8 @@ class Settings:
     block_size: int = 256  # split threshold block_size - 48; packed rows of 256 tokens
     top_k: int = 10
     align_type: str = "soft"
-    epochs: int = 2
+    epochs: int = 1
+    train_rows: int = 8  # the first N packed rows (train.py --max_train_samples); 0: all 27
     grad_accum: int = 2
     learning_rate: float = 5e-5
     warmup_ratio: float = 0.1
@@ -145,7 +146,8 @@ def train_argv(settings: Settings, pivot: str, packed: Path, out: Path, seed: in
             "--distill_with_ref_model", "True", "--distill_aligned_models", sources, "--distill_loss_type", "ce",
             "--distill_teacher_temperature", "1.0", "--lm_loss_weight", str(lm_loss_weight),
             "--distill_greater_as_gt", "True", "--distill_greater_as_gt_type", "hard",
-            "--dataloader_num_workers", "0", "--remove_unused_columns", "False", "--disable_tqdm", "True"]
+            "--dataloader_num_workers", "0", "--remove_unused_columns", "False", "--disable_tqdm", "True",
+            *(["--max_train_samples", str(settings.train_rows)] if settings.train_rows > 0 else [])]
 
 
 def train_and_measure(settings: Settings, packed: Path, heldout: list[str], out: Path, seed: int,

@@ -58,7 +58,7 @@ def test_fusellm_pipeline_on_smollm2_and_gemma(tmp_path, smollm2_path, gemma_pat
     aligned = load_from_disk(str(tmp_path / "aligned_representations" /
                                  f"0_1_docs_split_{Path(pivot).name}_{Path(gemma).name}_aligned_representation"))
     carried = total = 0
-    for row in aligned["train"]:
+    for row in (row for split in aligned.values() for row in split):  # the summary counts every split
         ids = row["input_ids"]
         for t, (logits, idx) in enumerate(zip(row["per_step_aligned_logits_0"], row["per_step_aligned_indices_0"])):
             assert all(0 <= i < 49152 for i in idx)
