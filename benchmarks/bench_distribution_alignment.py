@@ -1,4 +1,4 @@
-"""Distribution alignment of one sample (DESIGN.md 6.1 + 6.3) vs the literal oracle pipeline.
+"""Distribution alignment of one sample (docs/design.md 6.1 + 6.3) vs the literal oracle pipeline.
 
     python benchmarks/bench_distribution_alignment.py [--sizes 512,1024,2048] [--repeats 5]
 

@@ -1,4 +1,4 @@
-"""Evaluation fast paths vs the straightforward ones (DESIGN.md 10).
+"""Evaluation fast paths vs the straightforward ones (docs/design.md 10).
 
     python benchmarks/bench_eval.py [--prompts 16] [--max-new-tokens 32] [--batch-size 16]
                                     [--matches 64] [--latency 0.05] [--parallel 8]

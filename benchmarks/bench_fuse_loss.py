@@ -1,4 +1,4 @@
-"""Fuse targets and fuse loss: the reference's dense formulation vs the sparse top-k one (DESIGN.md 8).
+"""Fuse targets and fuse loss: the reference's dense formulation vs the sparse top-k one (docs/design.md 8).
 
 Batch 4 x length 2048 x vocabulary 32002 x top-10, pivot lists full, source lists a mix of full
 (80%), EMPTY (10%) and ONE-HOT (10%) entries.

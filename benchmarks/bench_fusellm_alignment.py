@@ -1,4 +1,4 @@
-"""FuseLLM alignment of one 2048-token sample (DESIGN.md 12.4: DTW + distributions) vs the literal definition.
+"""FuseLLM alignment of one 2048-token sample (docs/design.md 12.4: DTW + distributions) vs the literal definition.
 
     python benchmarks/bench_fusellm_alignment.py [--size 2048] [--repeats 3]
 

@@ -1,4 +1,4 @@
-"""FuseLLM capture (DESIGN.md 12.2) with SDPA attention, as forward_for_logits.py runs it, against
+"""FuseLLM capture (docs/design.md 12.2) with SDPA attention, as forward_for_logits.py runs it, against
 eager attention, as the release runs it (no flash attention): how far the captured values move,
 and the time ratio, same rows, same run.
 

@@ -1,4 +1,4 @@
-"""FuseLLM packing (DESIGN.md 12.5): the streaming Arrow packer vs the literal in-memory packer.
+"""FuseLLM packing (docs/design.md 12.5): the streaming Arrow packer vs the literal in-memory packer.
 
     python benchmarks/bench_fusellm_packing.py [--rows 2000] [--workers 8] [--batch_size 100]
 

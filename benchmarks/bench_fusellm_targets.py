@@ -1,4 +1,4 @@
-"""FuseLLM teacher targets: the reference's dense bf16 construction vs the top-k one (DESIGN.md 12.6.2-12.6.4).
+"""FuseLLM teacher targets: the reference's dense bf16 construction vs the top-k one (docs/design.md 12.6.2-12.6.4).
 
 Batch 1 x length 2048 x vocabulary 32000 x top-10 with three teachers (the pivot, and two aligned
 sources whose lists are 80% full, 10% EMPTY and 10% ONE-HOT), MinCE (--distill_greater_as_gt).

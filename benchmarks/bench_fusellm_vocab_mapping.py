@@ -1,4 +1,4 @@
-"""FuseLLM vocabulary mapping (DESIGN.md 12.3, ``default``): the exact shell search vs the literal search.
+"""FuseLLM vocabulary mapping (docs/design.md 12.3, ``default``): the exact shell search vs the literal search.
 
     python benchmarks/bench_fusellm_vocab_mapping.py [--sample 20] [--workers 2]
 

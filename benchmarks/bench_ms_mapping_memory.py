@@ -1,4 +1,4 @@
-"""Memory and time of building the MS mapping (DESIGN.md 6.2) for the OpenChat (pivot) / Qwen pair.
+"""Memory and time of building the MS mapping (docs/design.md 6.2) for the OpenChat (pivot) / Qwen pair.
 
     python benchmarks/bench_ms_mapping_memory.py [--pairs 7000000] [--mined]
 

@@ -1,7 +1,7 @@
 """Performance on the real models (SmolLM2-135M-Instruct, gemma-3-270m), every ratio against the
 straightforward way measured in the same run.
 
-1. Capture (DESIGN.md 4) on the same length-sorted batches of the sample conversations (ChatML):
+1. Capture (docs/design.md 4) on the same length-sorted batches of the sample conversations (ChatML):
    capture_batch (logits chunk by chunk from the hidden states, float16 rounding, top-k, per-token CE)
    against a plain ``model(...).logits`` forward plus ``torch.topk``. Tokens/s and peak memory above
    the loaded model (RSS sampled every few milliseconds): with gemma's 262,144-id vocabulary one

@@ -1,4 +1,4 @@
-"""Token alignment kernel (DESIGN.md 6.1) vs the literal pure-Python oracle, same inputs.
+"""Token alignment kernel (docs/design.md 6.1) vs the literal pure-Python oracle, same inputs.
 
     python benchmarks/bench_token_alignment.py [--sizes 256,1024,2048] [--repeats 5]
 

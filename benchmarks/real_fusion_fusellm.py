@@ -134,7 +134,7 @@ def prepare(settings: Settings, data: Path, stages: Stages) -> tuple[Path, list[
 
 
 def train_argv(settings: Settings, pivot: str, packed: Path, out: Path, seed: int, lm_loss_weight: float) -> list[str]:
-    """train.py's published flags, CPU sizes (DESIGN.md 12.7); all sources are candidates."""
+    """train.py's published flags, CPU sizes (docs/design.md 12.7); all sources are candidates."""
     sources = ",".join(str(k) for k in range(len(settings.sources)))
     return ["--training_mode", "full", "--model_name_or_path", pivot, "--output_dir", str(out),
             "--model_max_length", str(settings.block_size), "--logging_steps", "1", "--save_strategy", "no",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# AlpacaEval 2.0 generation for one model (DESIGN.md 10); alpaca_eval itself does the judging.
+# AlpacaEval 2.0 generation for one model (docs/design.md 10); alpaca_eval itself does the judging.
 #
 #   scripts/eval_alpaca.sh MODEL_DIR MODEL_ID
 #

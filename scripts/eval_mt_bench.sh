@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# MT-Bench for one model (DESIGN.md 10): generate answers, judge them, print the score tables.
+# MT-Bench for one model (docs/design.md 10): generate answers, judge them, print the score tables.
 #
 #   scripts/eval_mt_bench.sh MODEL_DIR MODEL_ID
 #

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# FuseLLM end to end (DESIGN.md 12): split long texts, capture every model's top-k on every shard,
+# FuseLLM end to end (docs/design.md 12): split long texts, capture every model's top-k on every shard,
 # map each source's vocabulary, align the sources one after the other into the pivot's rows, pack
 # into 2048-token rows, then continue training the pivot with MinCE distillation. Every stage runs
-# the released script with the published flags (README of the FuseLLM release, DESIGN.md 12.7);
+# the released script with the published flags (README of the FuseLLM release, docs/design.md 12.7);
 # sizes are variables:
 #
 #   DATASET=data/minipile PIVOT=Llama-2-7b-hf SOURCE_0=open_llama_7b_v2 SOURCE_1=mpt-7b \

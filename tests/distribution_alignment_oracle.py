@@ -1,4 +1,4 @@
-"""DESIGN.md 6.3 transcribed line by line: the oracle of the distribution alignment tests and benchmark."""
+"""docs/design.md 6.3 transcribed line by line: the oracle of the distribution alignment tests and benchmark."""
 
 
 def oracle_align_distribution(align_type, base_ids, base_tokens, blending_ids, blending_tokens, alignment,

@@ -1,4 +1,4 @@
-"""Literal pure-Python transcriptions of DESIGN.md 12.3-12.5, the oracles of the FuseLLM data stages.
+"""Literal pure-Python transcriptions of docs/design.md 12.3-12.5, the oracles of the FuseLLM data stages.
 
 Deliberately slow and plain (nested loops, dicts, the full DTW table), written from the text of the
 specification. Shared by tests/test_fusellm_data.py and the FuseLLM benchmarks.
@@ -138,7 +138,7 @@ def literal_pack(columns, block_size, num_workers, batch_size):
 
 
 def literal_cooccurrence(blending_pieces, base_pieces, blending_marker, base_marker, base_rows, blending_rows, window):
-    """DESIGN.md 12.3 ``co_occurrence`` steps 1-5 with dense count tables: (mapping, changes)."""
+    """docs/design.md 12.3 ``co_occurrence`` steps 1-5 with dense count tables: (mapping, changes)."""
     keys = [p.replace(blending_marker, base_marker) for p in blending_pieces]
     mapping = {k: literal_mined_entry(k, base_pieces) for k in keys}
     minima = {}

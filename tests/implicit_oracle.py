@@ -1,4 +1,4 @@
-"""DESIGN.md 13.8's oracle for the preference losses, in NumPy float64, written from the spec."""
+"""docs/design.md 13.8's oracle for the preference losses, in NumPy float64, written from the spec."""
 
 import numpy as np
 

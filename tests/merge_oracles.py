@@ -1,4 +1,4 @@
-"""Oracles of the merge kernels, written from DESIGN.md 9 (numpy, float64), and float comparisons
+"""Oracles of the merge kernels, written from docs/design.md 9 (numpy, float64), and float comparisons
 in units in the last place."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""align_token_and_vocab (DESIGN.md 6) through its script entry point, on real captures of the tiny
+"""align_token_and_vocab (docs/design.md 6) through its script entry point, on real captures of the tiny
 OpenChat-vocabulary pivot and the tiny Qwen-vocabulary source, against the literal oracles."""
 
 import json

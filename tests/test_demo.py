@@ -1,5 +1,5 @@
 """The one-command demo (scripts/demo.sh) end to end on the tiny fixture models, and its summary
-(python -m fusechat.demo summary) against figures computed here from DESIGN.md's definitions."""
+(python -m fusechat.demo summary) against figures computed here from docs/design.md's definitions."""
 
 import json
 import math
@@ -17,7 +17,7 @@ DEMO_STEPS = 4  # the demo's own default trains longer; the figures checked here
 
 
 # ---------------------------------------------------------------------------------------------
-# Oracles (DESIGN.md 6.3 and 8)
+# Oracles (docs/design.md 6.3 and 8)
 # ---------------------------------------------------------------------------------------------
 
 def carried_and_total(rows) -> tuple[int, int]:

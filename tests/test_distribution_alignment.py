@@ -1,4 +1,4 @@
-"""Distribution alignment of one sample (DESIGN.md 6.3): every branch against a literal oracle."""
+"""Distribution alignment of one sample (docs/design.md 6.3): every branch against a literal oracle."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""MT-Bench answer generation and AlpacaEval 2.0 outputs (DESIGN.md 10) with the tiny random pivot."""
+"""MT-Bench answer generation and AlpacaEval 2.0 outputs (docs/design.md 10) with the tiny random pivot."""
 
 import json
 import shutil
@@ -36,7 +36,7 @@ def pivot_model(generator):
 
 
 def greedy_oracle(model, tokenizer, messages, max_new_tokens=MAX_NEW):
-    """Greedy decoding by hand from DESIGN.md's OpenChat prompt: BOS, the text, <|end_of_turn|> = 32000."""
+    """Greedy decoding by hand from docs/design.md's OpenChat prompt: BOS, the text, <|end_of_turn|> = 32000."""
     text = ""
     for role, content in messages:
         text += f"GPT4 Correct {'User' if role == 'user' else 'Assistant'}: {content}<|end_of_turn|>"
@@ -93,7 +93,7 @@ def test_prompt_formats(openchat_tokenizer, qwen_tokenizer):
     assert 32000 in by_template.stop_token_ids and 32000 in by_chat_template.stop_token_ids
     qwen = resolve_prompt_format(qwen_tokenizer, "qwen")
     assert 151645 in qwen.stop_token_ids  # <|im_end|>
-    assert qwen_tokenizer.decode(qwen.prompt_ids(conversation)) == (  # no system prompt (DESIGN.md 3)
+    assert qwen_tokenizer.decode(qwen.prompt_ids(conversation)) == (  # no system prompt (docs/design.md 3)
         "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n")
     with pytest.raises(InputError, match="unknown conversation template 'nope'"):
         resolve_prompt_format(openchat_tokenizer, "nope")

@@ -1,4 +1,4 @@
-"""MT-Bench judging (DESIGN.md 10) against a stub OpenAI-compatible server on 127.0.0.1."""
+"""MT-Bench judging (docs/design.md 10) against a stub OpenAI-compatible server on 127.0.0.1."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""MT-Bench result tables (DESIGN.md 10): hand-computed means, FastChat's show_result, the PNG."""
+"""MT-Bench result tables (docs/design.md 10): hand-computed means, FastChat's show_result, the PNG."""
 
 import argparse
 import json

@@ -89,7 +89,7 @@ def test_whole_conversations_encode_like_legacy_sentencepiece(texts):
         text = "".join(("GPT4 Correct User: " if m["from"] == "human" else "GPT4 Correct Assistant: ")
                        + m["value"] + "<|end_of_turn|>" for m in record["conversations"])
         assert tok(text)["input_ids"] == legacy_sentencepiece_ids(sp, text, added, 1), record["id"]
-    # DESIGN.md 3: the OpenChat prompt of "Hello".
+    # docs/design.md 3: the OpenChat prompt of "Hello".
     assert tok("GPT4 Correct User: Hello<|end_of_turn|>GPT4 Correct Assistant:")["input_ids"] == \
         [1, 420, 6316, 28781, 3198, 3123, 1247, 28747, 22557, 32000, 420, 6316, 28781, 3198, 3123, 21631, 28747]
 
@@ -174,7 +174,7 @@ def test_model_folders_keep_the_legacy_word_start_after_added_tokens(name, added
 
 
 def test_same_vocabulary_ignores_added_tokens():
-    """DESIGN.md 5's same-vocabulary sources: Starling, SOLAR and Mixtral against OpenChat; not InternLM2, Qwen."""
+    """docs/design.md 5's same-vocabulary sources: Starling, SOLAR and Mixtral against OpenChat; not InternLM2, Qwen."""
     from fusechat.modeling import shares_vocabulary
 
     pivot = fixtures.load_tokenizer("openchat")

@@ -1,4 +1,4 @@
-"""The sparse fuse loss and the collator against a dense oracle written from DESIGN.md 8.
+"""The sparse fuse loss and the collator against a dense oracle written from docs/design.md 8.
 
 The oracle builds full-vocabulary [B, T, V] targets position by position: softmax(logits / T)
 of the chosen list placed on its ids; the source's list when its reward 1/exp(ce) in bfloat16 is

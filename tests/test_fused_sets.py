@@ -1,4 +1,4 @@
-"""replace_model, filter_nan and fuse_multi (DESIGN.md 5 and 7) through their scripts' entry points."""
+"""replace_model, filter_nan and fuse_multi (docs/design.md 5 and 7) through their scripts' entry points."""
 
 import math
 import subprocess

@@ -1,4 +1,4 @@
-"""FuseLLM data stages (DESIGN.md 12.1-12.5) against small oracles written from the specification."""
+"""FuseLLM data stages (docs/design.md 12.1-12.5) against small oracles written from the specification."""
 
 import json
 import math
@@ -95,7 +95,7 @@ def _save_corpus(path, splits):
 
 
 def _float16_metric(ce):
-    """DESIGN.md 12.2: per-token CE in float16, summed (float32 accumulate) to float16, divided in float16."""
+    """docs/design.md 12.2: per-token CE in float16, summed (float32 accumulate) to float16, divided in float16."""
     ce16 = np.asarray(ce, dtype=np.float16)
     total = np.float16(ce16.astype(np.float32).sum())
     return float(np.float16(np.float32(total) / np.float32(len(ce16))))

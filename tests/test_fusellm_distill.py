@@ -1,4 +1,4 @@
-"""FuseLLM's teacher targets and losses (DESIGN.md 12.6.2-12.6.5) against small oracles written from the spec.
+"""FuseLLM's teacher targets and losses (docs/design.md 12.6.2-12.6.5) against small oracles written from the spec.
 
 The oracles build the reference's DENSE [B, T, V] bf16 targets with its rules (bf16 logits, bf16
 softmax, empty aligned list -> the pivot's row, bf16 rewards, MinCE tie order, the bf16 weighted

@@ -2,7 +2,7 @@
 SmolLM2-135M-Instruct (byte-level BPE, 49,152 ids) and one source, gemma-3-270m (SentencePiece, 262,144
 ids), on three documents of the Python standard library's docstrings, a few training steps.
 
-Checked against what DESIGN.md 12 fixes: every model's ids are its own encoding of text + its EOS
+Checked against what docs/design.md 12 fixes: every model's ids are its own encoding of text + its EOS
 string with no BOS (12.2); the aligned lists hold pivot ids only, a pivot position carries gemma's
 distribution in a share the summary reports and this test recounts (12.4.2); the losses are finite
 and move; the MinCE shares are logged per teacher by name (pivot, source_0) and add up to 1.

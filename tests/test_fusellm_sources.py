@@ -1,4 +1,4 @@
-"""FuseLLM with the pivot and any number of sources (DESIGN.md 12.4.3, 12.6.2-12.6.4 beyond the release's two).
+"""FuseLLM with the pivot and any number of sources (docs/design.md 12.4.3, 12.6.2-12.6.4 beyond the release's two).
 
 The oracle is written from the spec, independently of the code: bf16 by the bits, rewards
 bf16(1 / bf16(exp(bf16(CE)))), MinCE (the first largest reward with the pivot among the candidates, the

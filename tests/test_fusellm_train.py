@@ -1,4 +1,4 @@
-"""FuseLLM/src/train.py on CPU: the published command line of DESIGN.md 12.7 (GPU-only flags aside) on packed
+"""FuseLLM/src/train.py on CPU: the published command line of docs/design.md 12.7 (GPU-only flags aside) on packed
 sets built here, the CLM baseline, the released and the paper optimizer, torchrun, and bad input."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ DS_CONFIG = ROOT / "FuseLLM" / "config" / "zero_stage2_config.json"
 VOCAB = 32002  # the tiny pivot's vocabulary
 LENGTH = 48
 
-# The released command of DESIGN.md 12.7 (values as published, paths and sizes set by each test).
+# The released command of docs/design.md 12.7 (values as published, paths and sizes set by each test).
 PUBLISHED = ("--training_mode full --deepspeed ./config/zero_stage2_config.json --model_name_or_path MODEL "
              "--output_dir OUT --model_max_length 2048 --logging_steps 1 --save_strategy steps --save_steps 500 "
              "--save_total_limit 1 --evaluation_strategy steps --per_device_eval_batch_size 1 "

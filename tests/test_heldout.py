@@ -1,4 +1,4 @@
-"""Held-out measures (fusechat.heldout) against hand-computed cross-entropies (DESIGN.md 6.3, 8)."""
+"""Held-out measures (fusechat.heldout) against hand-computed cross-entropies (docs/design.md 6.3, 8)."""
 
 import json
 import math

@@ -1,4 +1,4 @@
-"""fusechat-imf-build on hand-made score tables: exact SFT, DPO and WRPO rows (DESIGN.md 13.2, 13.6.2)."""
+"""fusechat-imf-build on hand-made score tables: exact SFT, DPO and WRPO rows (docs/design.md 13.2, 13.6.2)."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""The DPO, LN-DPO and WRPO losses against DESIGN.md 13.8's oracle and its worked example."""
+"""The DPO, LN-DPO and WRPO losses against docs/design.md 13.8's oracle and its worked example."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""fusechat-imf-decode, -post-process and -annotate, and the verifiers (DESIGN.md 13.2, 13.7)."""
+"""fusechat-imf-decode, -post-process and -annotate, and the verifiers (docs/design.md 13.2, 13.7)."""
 
 import json
 import time

@@ -1,4 +1,4 @@
-"""SFT, DPO and WRPO on tiny offline models, through fusechat-imf-sft/-dpo/-wrpo (DESIGN.md 13.7)."""
+"""SFT, DPO and WRPO on tiny offline models, through fusechat-imf-sft/-dpo/-wrpo (docs/design.md 13.7)."""
 
 import json
 import math

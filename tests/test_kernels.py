@@ -75,7 +75,7 @@ def test_a_registered_align_method_runs_through_align_token_and_vocab(tmp_path, 
                "--aligned_dataset_save_dir", str(tmp_path / align_type), "--accept_sets_without_provenance"])
         outputs[align_type] = load_from_disk(str(tmp_path / align_type))["train"][0]
 
-    # Oracle (DESIGN.md 6.3 with the toy rule): per-id decoded tokens, the literal DTW; a position
+    # Oracle (docs/design.md 6.3 with the toy rule): per-id decoded tokens, the literal DTW; a position
     # matched to one source token that equals it ignoring case takes that token's list (one
     # vocabulary: candidate ids unchanged); every other position is ONE-HOT on the next base id.
     base_tokens = [openchat_tokenizer.decode([i]) for i in base_ids]

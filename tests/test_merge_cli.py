@@ -1,4 +1,4 @@
-"""fusechat-merge end to end on the tiny pivot and three perturbed copies of it (DESIGN.md 9)."""
+"""fusechat-merge end to end on the tiny pivot and three perturbed copies of it (docs/design.md 9)."""
 
 import json
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""FuseChat's SCE and VaRM kernels against oracles written from DESIGN.md 9 (numpy, float64)."""
+"""FuseChat's SCE and VaRM kernels against oracles written from docs/design.md 9 (numpy, float64)."""
 
 import logging
 import math

@@ -1,7 +1,7 @@
 """FuseChat on real models through scripts/demo.sh (DEMO=real): pivot SmolLM2-135M-Instruct, source
 gemma-3-270m (another vocabulary: 262,144 SentencePiece ids against 49,152 byte-level ones), one ChatML
 template, at a small setting (eight conversations, 64 tokens, three steps). Expected values come from
-DESIGN.md (3: prompts and separators; 6.2: the mapping's fixed points; 6.3: what an aligned position
+docs/design.md (3: prompts and separators; 6.2: the mapping's fixed points; 6.3: what an aligned position
 carries; 9: SCE) and from the chatml template's rule (each model closes turns with its own separator)."""
 
 import json
@@ -43,7 +43,7 @@ def real_demo(tmp_path_factory, smollm2_path, gemma_path):
 
 
 def chatml(record, separator: str) -> str:
-    """DESIGN.md 3's ChatML exchange, every turn closed by the model's own separator."""
+    """docs/design.md 3's ChatML exchange, every turn closed by the model's own separator."""
     role = {"human": "user", "gpt": "assistant"}
     return "".join(f"<|im_start|>{role[turn['from']]}\n{turn['value']}{separator}\n"
                    for turn in record["conversations"])

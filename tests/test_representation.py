@@ -1,4 +1,4 @@
-"""get_data_representation (DESIGN.md 2 and 4) through its CLI entry point, against a per-row oracle."""
+"""get_data_representation (docs/design.md 2 and 4) through its CLI entry point, against a per-row oracle."""
 
 import json
 import math
@@ -274,7 +274,7 @@ class TableModel(torch.nn.Module):
 
 
 def test_metric_ce_in_float16_exactly_as_released(tmp_path):
-    """DESIGN.md 4: per-token CE rounded to float16, masked sum rounded to float16, quotient in float16."""
+    """docs/design.md 4: per-token CE rounded to float16, masked sum rounded to float16, quotient in float16."""
     from datasets import Dataset
 
     from fusechat.representation import CaptureOptions, representation_dataset

@@ -1,4 +1,4 @@
-"""Prompt building as the released code does it (DESIGN.md 3): the turn separator per model family,
+"""Prompt building as the released code does it (docs/design.md 3): the turn separator per model family,
 the standalone space after "GPT4 Correct Assistant:", and the templates other than openchat_3.5.
 
 Expected ids come from SentencePiece itself on the Mistral model file (BOS, each stretch between

@@ -1,4 +1,4 @@
-"""Conversation rendering and label masking (DESIGN.md 3), with the real tokenizers."""
+"""Conversation rendering and label masking (docs/design.md 3), with the real tokenizers."""
 
 import pytest
 from fastchat.conversation import get_conv_template

@@ -1,4 +1,4 @@
-"""DTW token alignment (DESIGN.md 6.1) against the literal oracle in token_alignment_oracle.py."""
+"""DTW token alignment (docs/design.md 6.1) against the literal oracle in token_alignment_oracle.py."""
 
 import numpy as np
 import pytest

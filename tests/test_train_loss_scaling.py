@@ -1,4 +1,4 @@
-"""Loss scaling of plain SFT and --train_baseline (DESIGN.md 8): the mean over the labelled tokens of
+"""Loss scaling of plain SFT and --train_baseline (docs/design.md 8): the mean over the labelled tokens of
 each micro-batch, then the mean over the gradient-accumulation steps (the released transformers 4.39
 behaviour), not the token sum of the window divided by its token count.
 

@@ -1,4 +1,4 @@
-"""Vocabulary mappings EM, MinED, MS and their files (DESIGN.md 6.2), against literal oracles."""
+"""Vocabulary mappings EM, MinED, MS and their files (docs/design.md 6.2), against literal oracles."""
 
 import json
 
@@ -21,7 +21,7 @@ from fusechat.kernels.mined import word_start_marker
 SP, BL = "\u2581", "\u0120"  # "▁", "Ġ"
 
 
-# --- oracles, written from DESIGN.md 6.2 --------------------------------------------------------
+# --- oracles, written from docs/design.md 6.2 --------------------------------------------------------
 
 def oracle_mined(blending_pieces, base_pieces, blending_marker, base_marker):
     base_index = {}

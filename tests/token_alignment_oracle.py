@@ -1,4 +1,4 @@
-"""Literal pure-Python transcription of DESIGN.md 6.1, the oracle for the token alignment kernel.
+"""Literal pure-Python transcription of docs/design.md 6.1, the oracle for the token alignment kernel.
 
 Deliberately slow and plain: nested loops, a textbook Levenshtein, the full DTW table. Shared by
 the tests and benchmarks/bench_token_alignment.py.

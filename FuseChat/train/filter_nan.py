@@ -1,4 +1,4 @@
-"""Drop the rows whose metric_ce or fused_metric_ce is NaN (DESIGN.md 7).
+"""Drop the rows whose metric_ce or fused_metric_ce is NaN (docs/design.md 7).
 
     python FuseChat/train/filter_nan.py \
       --input_data_dir aligned_representations/openchat_3.5_qwen_representation_split0 \

@@ -1,4 +1,4 @@
-"""FuseLLM's multi-source MinCE over aligned sets (DESIGN.md 7).
+"""FuseLLM's multi-source MinCE over aligned sets (docs/design.md 7).
 
     python FuseChat/train/fuse_multi.py \
       --dataset_dir aligned_representations/p_a_split0_fnan,aligned_representations/p_b_split0_fnan \

@@ -1,4 +1,4 @@
-"""Put a same-vocabulary source's distributions into the pivot's rows (DESIGN.md 5).
+"""Put a same-vocabulary source's distributions into the pivot's rows (docs/design.md 5).
 
     python FuseChat/train/replace_model.py \
       --dataset_dir representations/openchat_3.5_representation_split0 \

@@ -1,4 +1,4 @@
-"""Pairwise knowledge fusion (FuseChat stage 1) and plain SFT: fine-tune the pivot (DESIGN.md 8).
+"""Pairwise knowledge fusion (FuseChat stage 1) and plain SFT: fine-tune the pivot (docs/design.md 8).
 
 The published command line runs as it is (flags renamed by newer transformers are translated):
 

@@ -2,7 +2,7 @@
 
 A MiniPile-like plain-text corpus in miniature, written for this project: hand-written paragraphs
 (prose in several languages, code, numbers, lists) combined deterministically into documents, a
-few of them long enough (over 2,000 tokens) to exercise the long-text split of DESIGN.md 12.1.
+few of them long enough (over 2,000 tokens) to exercise the long-text split of docs/design.md 12.1.
 
     python data/fusellm_sample/make_corpus.py      # rewrites the three .jsonl files next to it
 """

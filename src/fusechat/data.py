@@ -1,8 +1,8 @@
-"""The chat corpus: loading, validation, sampling and splitting (DESIGN.md 2).
+"""The chat corpus: loading, validation, sampling and splitting (docs/design.md 2).
 
 Records are FastChat/ShareGPT dicts: ``{"id", "conversations": [{"from", "value"}, ...]}``.
 A first message not from ``human`` (a ``system`` prompt, a greeting from ``gpt``) is dropped, as
-DESIGN.md 2 says, and every such drop is listed; after that roles must alternate human/gpt and at
+docs/design.md 2 says, and every such drop is listed; after that roles must alternate human/gpt and at
 least one gpt reply must remain. Ids must be unique (later stages match rows by id). Anything else
 is bad input, reported by record id and reason.
 """

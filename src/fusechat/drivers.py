@@ -1,4 +1,4 @@
-"""The Python side of the stage drivers (scripts/pipeline.sh, scripts/merge.sh; DESIGN.md 11):
+"""The Python side of the stage drivers (scripts/pipeline.sh, scripts/merge.sh; docs/design.md 11):
 which sources share the pivot's vocabulary, and merge recipes rewritten for local model folders.
 
     python -m fusechat.drivers vocab PIVOT_DIR SOURCE_DIR...         # "same" or "different", one line each

@@ -282,7 +282,7 @@ RECIPE_MODELS = {
     "Qwen1.5-72B-Chat": "qwen1.5-chat-tiny",
 }
 
-# FuseLLM (DESIGN.md 12): a pivot and two sources, three different real vocabularies. The names
+# FuseLLM (docs/design.md 12): a pivot and two sources, three different real vocabularies. The names
 # stand for the released models; the vocabularies are the nearest offline stand-ins.
 FUSELLM_TINY_MODELS = {
     spec.name: spec

@@ -1,4 +1,4 @@
-"""Dataset-level steps between capture and training (DESIGN.md 5 and 7).
+"""Dataset-level steps between capture and training (docs/design.md 5 and 7).
 
 * ``replace_columns``: same-vocabulary sources (replace_model): the source's distributions become the
   pivot rows' fused columns, or (``pivot`` mode) overwrite the pivot's own columns.
@@ -83,7 +83,7 @@ class SeparatorDifferences:
 
 
 def compare_same_vocabulary_tokens(pivot, source, pivot_name: str, source_name: str) -> SeparatorDifferences:
-    """DESIGN.md 5: both sets tokenize every conversation alike, except that under one template each
+    """docs/design.md 5: both sets tokenize every conversation alike, except that under one template each
     model closes a turn with its own separator (OpenChat <|end_of_turn|> 32000, Mixtral </s> 2).
     Rows must have equal lengths and may differ only where the pivot holds its separator and the source
     holds its own; anything else raises, naming the row id and the first differing position."""
@@ -127,7 +127,7 @@ def compare_same_vocabulary_tokens(pivot, source, pivot_name: str, source_name: 
 
 
 def replace_columns(pivot, source, mode: str, pivot_name: str, source_name: str):
-    """DESIGN.md 5. ``source``: add the source's distributions as the fused columns of the pivot's rows.
+    """docs/design.md 5. ``source``: add the source's distributions as the fused columns of the pivot's rows.
     ``pivot``: overwrite the pivot's token and representation columns with the source's."""
     for ds, name in ((pivot, pivot_name), (source, source_name)):
         require_columns(ds, (*TOKEN_COLUMNS, *REPRESENTATION_COLUMNS), name)

@@ -3,11 +3,11 @@
 On conversations that training never saw, two figures per model folder:
 
 * reply CE: the mean next-token cross-entropy over the reply tokens (positions t whose next label
-  labels[t + 1] is not -100, pooled over all rows), as the LM loss of DESIGN.md 8 defines it;
+  labels[t + 1] is not -100, pooled over all rows), as the LM loss of docs/design.md 8 defines it;
 * CE against the teacher: at the reply positions whose aligned entry carries the teacher's
-  distribution (not ONE-HOT, not EMPTY, DESIGN.md 6.3), the mean of -sum_k p_k log q(id_k), with
+  distribution (not ONE-HOT, not EMPTY, docs/design.md 6.3), the mean of -sum_k p_k log q(id_k), with
   p = softmax of the teacher's top-k logits and q the model's next-token distribution: the fuse
-  loss of DESIGN.md 8 toward the teacher alone.
+  loss of docs/design.md 8 toward the teacher alone.
 
 The rows come from the drivers' own outputs for a held-out corpus: the pivot's set aligned with the
 teacher (align_diff_vocab.sh / align_same_vocab.sh), and the teacher's representation set for the

@@ -1,4 +1,4 @@
-"""Loading tokenizers and causal LMs the way every stage needs them (DESIGN.md 4).
+"""Loading tokenizers and causal LMs the way every stage needs them (docs/design.md 4).
 
 ``--load_in_half none|fp16|bf16``, ``--device_map``, ``--flash_attn_transformers`` (falls back to
 SDPA with one warning when flash-attn is not installed), linear RoPE scaling when
@@ -159,7 +159,7 @@ def base_vocabulary(tokenizer) -> dict[str, int]:
 
 
 def shares_vocabulary(pivot_tokenizer, source_tokenizer) -> bool:
-    """Same vocabulary in the sense of DESIGN.md 5 (replace_model applies): the same pieces with the
+    """Same vocabulary in the sense of docs/design.md 5 (replace_model applies): the same pieces with the
     same ids, whatever each model added on top (Mixtral's 32000 ids against OpenChat's 32002, SOLAR's
     <|im_end|> where OpenChat has <|end_of_turn|>)."""
     return base_vocabulary(pivot_tokenizer) == base_vocabulary(source_tokenizer)

@@ -1,4 +1,4 @@
-"""Representation capture (DESIGN.md 4): tokenized sets and per-position top-k distributions.
+"""Representation capture (docs/design.md 4): tokenized sets and per-position top-k distributions.
 
 Tokenization renders every record with one conversation template and labels the assistant
 replies (templates.py). Capture runs the model over length-sorted batches padded per batch only,
@@ -43,7 +43,7 @@ LOGIT_CHUNK_ELEMENTS = 1 << 24
 
 def select_records(records: list, sample_prop: float | None, split_num: int | None,
                    split_index: int | None) -> list:
-    """Sample (seed 42, corpus order kept), then take the contiguous split (DESIGN.md 2)."""
+    """Sample (seed 42, corpus order kept), then take the contiguous split (docs/design.md 2)."""
     chosen = [records[i] for i in corpus.sample_indices(len(records), sample_prop)]
     if split_num is None and split_index is None:
         return chosen
@@ -158,7 +158,7 @@ class ChunkedLogits:
 
 
 def float16_mean(ce):
-    """The released metric_ce of per-token CEs (NaN = no label), stored float16 (DESIGN.md 4): each CE
+    """The released metric_ce of per-token CEs (NaN = no label), stored float16 (docs/design.md 4): each CE
     rounded to float16, their sum rounded to float16 (accumulated in float32, as torch sums float16),
     the quotient by the count rounded to float16. NaN when no position counts."""
     steps = np.asarray(ce, dtype=np.float32)

@@ -1,4 +1,4 @@
-"""get_data_representation's work on disk (DESIGN.md 4): the tokenized set of a corpus split, built
+"""get_data_representation's work on disk (docs/design.md 4): the tokenized set of a corpus split, built
 once and then reused, and one model's representation set, both written atomically."""
 
 from __future__ import annotations

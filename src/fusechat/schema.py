@@ -1,4 +1,4 @@
-"""Column names and checks of the datasets that flow between stages (DESIGN.md 4-7).
+"""Column names and checks of the datasets that flow between stages (docs/design.md 4-7).
 
 Every set is a ``datasets.DatasetDict`` with a ``train`` split, saved with ``save_to_disk``.
 Rows hold real tokens only (no padding); row r of every model's set is the same conversation,

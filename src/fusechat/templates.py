@@ -1,4 +1,4 @@
-"""Conversation templates, prompt rendering and label masking (DESIGN.md 3).
+"""Conversation templates, prompt rendering and label masking (docs/design.md 3).
 
 One mechanism serves every template: a conversation is rendered to text while recording the
 character spans of each assistant reply plus its closing separator; the text is tokenized once
@@ -77,7 +77,7 @@ for _t in [
                  "<end_of_turn>", after_assistant="\n"),
     ChatTemplate("phi-3", "<|user|>\n", "<|end|>\n", "<|assistant|>\n", "<|end|>",
                  after_assistant="\n", system_template="<|system|>\n{system}<|end|>\n", aliases=("phi3",)),
-    # No default system prompt: neither the released template nor DESIGN.md 3 has one (fschat's
+    # No default system prompt: neither the released template nor docs/design.md 3 has one (fschat's
     # qwen-7b-chat adds "You are a helpful assistant.").
     ChatTemplate("qwen", aliases=("qwen1.5", "qwen2"), **_CHATML),
     ChatTemplate("internlm2", aliases=("internlm2-chat",), **_CHATML),

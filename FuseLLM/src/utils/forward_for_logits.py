@@ -1,4 +1,4 @@
-"""2. Top-10 logits and metric_ce of one model over one shard of the split corpus (DESIGN.md 12.2).
+"""2. Top-10 logits and metric_ce of one model over one shard of the split corpus (docs/design.md 12.2).
 
 Run once per model (pivot and both sources) and per shard i = 0..7:
 

@@ -1,4 +1,4 @@
-"""5. Pack all columns into 2048-token rows with token-weighted metrics (DESIGN.md 12.5).
+"""5. Pack all columns into 2048-token rows with token-weighted metrics (docs/design.md 12.5).
 
     python ./src/utils/packing.py \
       --dataset_dir ../aligned_representations/llama_2_open_llama_mpt_${i}_8 \

@@ -1,4 +1,4 @@
-"""1. Split long texts so that every piece fits the three tokenizers (DESIGN.md 12.1).
+"""1. Split long texts so that every piece fits the three tokenizers (docs/design.md 12.1).
 
     python ./src/utils/split_long_text.py \
       --base_model_name_or_path ../models/llama-2-7b-tiny \

@@ -1,4 +1,4 @@
-"""4. Align one source onto the pivot and add its columns *_<index> (DESIGN.md 12.4).
+"""4. Align one source onto the pivot and add its columns *_<index> (docs/design.md 12.4).
 
 Source 0 on the pivot set, then source 1 on run 0's output, per shard i:
 

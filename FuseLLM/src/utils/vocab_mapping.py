@@ -1,4 +1,4 @@
-"""3. Vocabulary mapping source piece -> pivot piece by minimum edit distance (DESIGN.md 12.3).
+"""3. Vocabulary mapping source piece -> pivot piece by minimum edit distance (docs/design.md 12.3).
 
 Run once per source:
 

@@ -1,1 +1,1 @@
-"""Different-vocabulary alignment (DESIGN.md 6): token alignment, vocabulary mapping, distributions."""
+"""Different-vocabulary alignment (docs/design.md 6): token alignment, vocabulary mapping, distributions."""

@@ -1,4 +1,4 @@
-"""align_token_and_vocab's work over saved sets (DESIGN.md 6.2, 6.3): the token pass (every row's
+"""align_token_and_vocab's work over saved sets (docs/design.md 6.2, 6.3): the token pass (every row's
 token alignment, the count matrix, the mapping) and the distribution pass, as ``datasets.map`` jobs.
 
 A *paired* set (:func:`fusechat.schema.paired`) holds the pivot's (base) columns as they are and the
@@ -57,7 +57,7 @@ def _load_tokenizer(spec: TokenizerSpec):
 
 def token_alignment_batch(batch, base: TokenizerSpec, blending: TokenizerSpec, base_marker: str,
                           blending_marker: str):
-    """DESIGN.md 6.1 for every row: per base position, the blending positions matched to it."""
+    """docs/design.md 6.1 for every row: per base position, the blending positions matched to it."""
     base_tokenizer, blending_tokenizer = base.load(), blending.load()
     alignments = []
     for base_ids, blending_ids in zip(batch["input_ids"], batch[BLENDING + "input_ids"]):
@@ -100,7 +100,7 @@ def with_token_alignments(pairs, tokenized, where: str):
 
 def distribution_alignment_batch(batch, aligner: DistributionAligner | None, base: TokenizerSpec,
                                  blending: TokenizerSpec, metric_level: str):
-    """DESIGN.md 6.3 for every row; ``aligner`` None means ``--not_align`` (lists copied unmapped).
+    """docs/design.md 6.3 for every row; ``aligner`` None means ``--not_align`` (lists copied unmapped).
 
     The token alignment (6.1) comes from the ``base_to_blending_mapping`` column when the batch has
     it (:func:`with_token_alignments`); only without it is it computed here.
@@ -191,7 +191,7 @@ def load_pairs(base_dirs: str, blending_dirs: str, base_columns: Sequence[str], 
 
 def token_pass(pairs: list, base: TokenizerSpec, blending: TokenizerSpec, base_vocab: Vocabulary,
                blending_vocab: Vocabulary, settings: MapSettings):
-    """DESIGN.md 6.1 over every row of every paired set and the count matrix C of 6.2.
+    """docs/design.md 6.1 over every row of every paired set and the count matrix C of 6.2.
 
     Returns ``(C as CSR, the base rows with their base_to_blending_mapping column)``.
     """
@@ -268,7 +268,7 @@ def load_aligner(align_type: str, base_vocab: Vocabulary, blending_vocab: Vocabu
 def distribution_pass(pair_set, aligner: DistributionAligner | None, base: TokenizerSpec, blending: TokenizerSpec,
                       metric_level: str, fused_index_dtype: str, settings: MapSettings,
                       tokenized_dir: str | None = None):
-    """DESIGN.md 6.3 over every row; returns ``(aligned set, share of positions with the source's
+    """docs/design.md 6.3 over every row; returns ``(aligned set, share of positions with the source's
     distribution)``. With ``tokenized_dir`` (the token pass's tokenized set) the token alignments are
     read from it; ``aligner`` None is ``--not_align``."""
     if aligner is not None and tokenized_dir:

@@ -1,4 +1,4 @@
-"""Distribution alignment of one sample (DESIGN.md 6.3): the source's top-k lists moved into the
+"""Distribution alignment of one sample (docs/design.md 6.3): the source's top-k lists moved into the
 pivot's positions and vocabulary, given the sample's token alignment (6.1).
 
 Per base position the aligner picks a source row (a blending position), ONE-HOT or EMPTY
@@ -199,7 +199,7 @@ def dropped_columns(metric_level: str) -> tuple[str, ...]:
 
 def fused_columns(base_row: dict, blending_row: dict, fused_logits: list, fused_indices: list,
                   metric_level: str = "sequence", where: str = "sample") -> dict:
-    """The columns written for one aligned row (DESIGN.md 6.3).
+    """The columns written for one aligned row (docs/design.md 6.3).
 
     The pivot's ``per_step_logits`` / ``per_step_indices`` cut to its number of tokens, the fused
     lists, and the source's metric: ``fused_metric_ce`` (sequence level) or

@@ -1,4 +1,4 @@
-"""The align_token_and_vocab stage (DESIGN.md 6): the token pass over every split, then the
+"""The align_token_and_vocab stage (docs/design.md 6): the token pass over every split, then the
 distribution pass over one split, from the building blocks of :mod:`.aligned_sets`. The command
 line (``fusechat.cli.align_token_and_vocab``) only parses and checks its flags and calls
 :func:`align_stage`."""

@@ -1,4 +1,4 @@
-"""Vocabulary mappings from the blending (source) vocabulary to the base (pivot) one (DESIGN.md 6.2):
+"""Vocabulary mappings from the blending (source) vocabulary to the base (pivot) one (docs/design.md 6.2):
 EM (``exact_mapping``, ``--align_type hard``), MinED (``mined_mapping``, soft) and MS
 (``AlignmentCounts`` accumulates the sparse count matrix over a corpus's token alignments,
 ``ms_mapping`` picks per blending id; default), and their files: the mapping as a JSON list indexed
@@ -56,7 +56,7 @@ class Vocabulary:
 
     @property
     def no_token_id(self) -> int:
-        """Where unmappable ids go: unk, else eos (DESIGN.md 6.2)."""
+        """Where unmappable ids go: unk, else eos (docs/design.md 6.2)."""
         if self.unk_id is not None:
             return self.unk_id
         if self.eos_id is not None:
@@ -96,7 +96,7 @@ def exact_mapping(blending: Vocabulary, base: Vocabulary) -> np.ndarray:
 
 
 def mined_mapping(blending: Vocabulary, base: Vocabulary, workers: int = -1, progress: bool = True) -> list[int]:
-    """MinED (``--align_type soft``): a list indexed by blending id (DESIGN.md 6.2).
+    """MinED (``--align_type soft``): a list indexed by blending id (docs/design.md 6.2).
 
     Exact match of the marker-replaced piece first, else the base piece at the smallest
     Levenshtein distance, the lowest base id on ties (:func:`fusechat.kernels.mined.nearest_pieces`,
@@ -239,7 +239,7 @@ class _MsStrings:
         self.base_raw = base.pieces
 
     def distances(self, blending_ids: Sequence[int], base_ids: Sequence[int]) -> np.ndarray:
-        """The MS distance of each (blending id, base id) pair, float64 (DESIGN.md 6.2).
+        """The MS distance of each (blending id, base id) pair, float64 (docs/design.md 6.2).
 
         Levenshtein distance of the marker-stripped pieces (if one strips to nothing: the blending
         piece with its marker replaced against the raw base piece), times 0.1 when one string
@@ -268,7 +268,7 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def ms_mapping(counts, blending: Vocabulary, base: Vocabulary, chunk_size: int = 250_000) -> list[int]:
-    """MS (``--align_type default``): a list indexed by blending id (DESIGN.md 6.2).
+    """MS (``--align_type default``): a list indexed by blending id (docs/design.md 6.2).
 
     ``counts`` is ``C[base_id, blending_id]`` (any scipy sparse matrix or dense array). For every
     blending id with a count, the base id among its nonzero rows minimising

@@ -1,5 +1,5 @@
 """align_token_and_vocab: bring a different-vocabulary source's distributions into the pivot's
-vocabulary (DESIGN.md 6). The command lines are in FuseChat/train/align_token_and_vocab.py."""
+vocabulary (docs/design.md 6). The command lines are in FuseChat/train/align_token_and_vocab.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""filter_nan: drop the rows whose metric_ce or fused_metric_ce is NaN (DESIGN.md 7)."""
+"""filter_nan: drop the rows whose metric_ce or fused_metric_ce is NaN (docs/design.md 7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""fuse_multi: FuseLLM's multi-source MinCE over aligned sets (DESIGN.md 7).
+"""fuse_multi: FuseLLM's multi-source MinCE over aligned sets (docs/design.md 7).
 
 ``fuse-all-mince``: ``--dataset_dir A,B,...`` (pivot + source k each); per row, keep the fused columns
 of the source with the lowest fused_metric_ce. ``add-new``: ``--fused_dataset_dir`` (an existing fused

@@ -1,5 +1,5 @@
 """get_data_representation: tokenize a chat corpus split and capture one model's representations
-(DESIGN.md 4). The command line is in FuseChat/train/get_data_representation.py."""
+(docs/design.md 4). The command line is in FuseChat/train/get_data_representation.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""replace_model: put a same-vocabulary source's distributions into the pivot's rows (DESIGN.md 5)."""
+"""replace_model: put a same-vocabulary source's distributions into the pivot's rows (docs/design.md 5)."""
 
 from __future__ import annotations
 

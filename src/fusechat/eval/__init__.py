@@ -1,4 +1,4 @@
-"""Evaluation of chat models (DESIGN.md 10), FastChat-compatible.
+"""Evaluation of chat models (docs/design.md 10), FastChat-compatible.
 
 - ``questions``: MT-Bench files in FastChat's llm_judge layout, category temperatures;
 - ``generate``: prompt formats, batched generation, MT-Bench answers (resumable, multi-GPU);

@@ -1,4 +1,4 @@
-"""AlpacaEval 2.0 generation (DESIGN.md 10): one reply per instruction, in alpaca_eval's JSON shape.
+"""AlpacaEval 2.0 generation (docs/design.md 10): one reply per instruction, in alpaca_eval's JSON shape.
 
 Input: alpaca_eval's evaluation set (805 records with ``instruction`` and ``dataset``; the file
 ``alpaca_eval.json`` of the ``tatsu-lab/alpaca_eval`` dataset), as a JSON list or JSON lines.

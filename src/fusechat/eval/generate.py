@@ -1,4 +1,4 @@
-"""Answer generation for chat benchmarks (DESIGN.md 10): MT-Bench here, AlpacaEval reuses the generator.
+"""Answer generation for chat benchmarks (docs/design.md 10): MT-Bench here, AlpacaEval reuses the generator.
 
 A model folder's prompt format is ``--conv-temp NAME`` (one of :mod:`fusechat.templates`) when
 given, else the tokenizer's own chat template; a folder with neither is an error. Prompts are

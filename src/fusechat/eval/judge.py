@@ -1,4 +1,4 @@
-"""MT-Bench single-answer grading with an LLM judge over an OpenAI-compatible API (DESIGN.md 10).
+"""MT-Bench single-answer grading with an LLM judge over an OpenAI-compatible API (docs/design.md 10).
 
 Each question gives two matches per model: turn 1 with the single-turn prompt and turn 2 with
 its multi-turn form. Questions in the reference categories (math, reasoning, coding) use the

@@ -1,4 +1,4 @@
-"""FuseLLM (DESIGN.md 12): plain-text fusion of several foundation models into one pivot.
+"""FuseLLM (docs/design.md 12): plain-text fusion of several foundation models into one pivot.
 
 One module per data stage, pure functions at the core; the scripts under ``FuseLLM/src/utils/``
 are thin shells over them:

@@ -1,4 +1,4 @@
-"""Command lines of the FuseLLM data stages (DESIGN.md 12.1-12.5), with the released flags.
+"""Command lines of the FuseLLM data stages (docs/design.md 12.1-12.5), with the released flags.
 
 Per stage: a parser, ``<stage>_main(argv)`` (parse, check, call the library) and ``<stage>_cli``, the
 entry point of ``FuseLLM/src/utils/<stage>.py`` and of the console script ``fusellm-<stage>``. Flags
@@ -27,7 +27,7 @@ def check_sets_of_models(pairs: list[tuple[str, str, str]], accept: bool, cache_
 
 def split_long_text_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="split_long_text.py", description="Split texts longer than block_size - 48 "
-                                "tokens for any of the tokenizers (DESIGN.md 12.1).")
+                                "tokens for any of the tokenizers (docs/design.md 12.1).")
     p.add_argument("--base_model_name_or_path", required=True)
     p.add_argument("--blending_model_name_or_path", required=True)
     p.add_argument("--another_blending_model_name_or_path", default=None,
@@ -61,7 +61,7 @@ def split_long_text_main(argv=None) -> None:
 
 def forward_for_logits_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="forward_for_logits.py", description="Top-k logits and metric_ce of one "
-                                "model over plain texts (DESIGN.md 12.2).")
+                                "model over plain texts (docs/design.md 12.2).")
     p.add_argument("--model_name_or_path", required=True)
     p.add_argument("--dataset", required=True, help="output of split_long_text.py")
     p.add_argument("--dataset_save_dir", required=True)
@@ -99,7 +99,7 @@ def forward_for_logits_main(argv=None) -> None:
 
 def vocab_mapping_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vocab_mapping.py", description="Map every source vocabulary piece to a "
-                                "pivot piece by minimum edit distance (DESIGN.md 12.3).")
+                                "pivot piece by minimum edit distance (docs/design.md 12.3).")
     p.add_argument("--base_model_name_or_path", required=True)
     p.add_argument("--blending_model_name_or_path", required=True)
     p.add_argument("--dataset_dir", default=None, help="co_occurrence: counted on its validation split")
@@ -132,7 +132,7 @@ def vocab_mapping_main(argv=None) -> None:
 
 def token_alignment_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="token_alignment.py", description="Align one source's distributions to the "
-                                "pivot's tokens and add them as *_<index> columns (DESIGN.md 12.4).")
+                                "pivot's tokens and add them as *_<index> columns (docs/design.md 12.4).")
     p.add_argument("--base_model_name_or_path", required=True)
     p.add_argument("--blending_model_name_or_path", required=True)
     p.add_argument("--base_dataset_dir", required=True)
@@ -174,7 +174,7 @@ def token_alignment_main(argv=None) -> None:
 
 def packing_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="packing.py", description="Pack every column into model_max_length-token "
-                                "rows with token-weighted metrics (DESIGN.md 12.5).")
+                                "rows with token-weighted metrics (docs/design.md 12.5).")
     p.add_argument("--dataset_dir", required=True)
     p.add_argument("--dataset_save_dir", required=True)
     p.add_argument("--cache_dir", default=None, help="unused")

@@ -1,4 +1,4 @@
-"""Batches of packed FuseLLM rows with their teacher targets (DESIGN.md 12.6.2).
+"""Batches of packed FuseLLM rows with their teacher targets (docs/design.md 12.6.2).
 
 Token columns are padded as FuseChat's collator pads them (:func:`fusechat.kernels.topk.token_batch`:
 to the batch's longest row, capped at ``max_length``; padding is masked out of both losses, so

@@ -12,7 +12,7 @@ SENTENCEPIECE_SPACE = "\u2581"  # ▁
 
 
 def load_stage_tokenizer(model_name_or_path: str, model_max_length: int | None = None, cache_dir: str | None = None):
-    """The model's tokenizer, right padding, pad = own pad, else unk, else eos (DESIGN.md 12).
+    """The model's tokenizer, right padding, pad = own pad, else unk, else eos (docs/design.md 12).
 
     The reference picks slow or fast by a ``llama``/``mpt`` substring of the path (12.8 #25); here
     any path works and the word-start marker is read from the tokenizer itself.
@@ -72,7 +72,7 @@ def shard(dataset, split_num: int | None, index: int | None):
 
 
 def encode_documents(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
-    """DESIGN.md 12.2: text + the EOS *string*, no special tokens added (so no BOS), truncated."""
+    """docs/design.md 12.2: text + the EOS *string*, no special tokens added (so no BOS), truncated."""
     encoded = tokenizer([text + tokenizer.eos_token for text in texts], add_special_tokens=False,
                         truncation=True, max_length=max_length)
     return encoded["input_ids"]

@@ -1,4 +1,4 @@
-"""FuseLLM's teacher choice, targets and loss weighting (DESIGN.md 12.6.3, 12.6.4), as pure tensor functions.
+"""FuseLLM's teacher choice, targets and loss weighting (docs/design.md 12.6.3, 12.6.4), as pure tensor functions.
 
 A packed row has the pivot (its own top-k) and any number of sources 0, 1, 2, ... (their aligned
 top-k, columns ``*_<k>``) as teachers, in this fixed candidate order (the release: pivot, source 0,

@@ -1,4 +1,4 @@
-"""FuseLLM's benchmarks that lm-evaluation-harness covers (DESIGN.md 12.9), beside the published figures.
+"""FuseLLM's benchmarks that lm-evaluation-harness covers (docs/design.md 12.9), beside the published figures.
 
     python -m fusechat.fusellm.evaluation MODEL_DIR [--output_dir DIR] [--benchmarks BBH,ARC-easy,...]
         [--limit N] [--batch_size B] [--device cpu] [--include_path DIR --extra "Name=task:metric:shots"]

@@ -1,7 +1,7 @@
 """Held-out perplexity of a FuseLLM student: a true perplexity on documents training never saw.
 
 Each document is encoded as FuseLLM trains on it (text + the EOS string, no special tokens added so
-no BOS, truncated to ``max_length``, DESIGN.md 12.2); the model predicts every token after the first.
+no BOS, truncated to ``max_length``, docs/design.md 12.2); the model predicts every token after the first.
 perplexity = exp(sum of next-token NLL / number of predicted tokens), pooled over the documents. This
 is not the ``perplexity`` of train.py's metrics.json, which is exp of the combined (LM + distill)
 eval loss (12.8 #29).

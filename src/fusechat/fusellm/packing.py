@@ -1,4 +1,4 @@
-"""Packing every column into ``model_max_length``-token rows (DESIGN.md 12.5, packing.py).
+"""Packing every column into ``model_max_length``-token rows (docs/design.md 12.5, packing.py).
 
 Per batch of rows: each metric column (a name containing ``metric_ce``: one value per document)
 is repeated once per base token of its row; every column is concatenated over the batch's rows

@@ -1,4 +1,4 @@
-"""Plain-text representations of one model (DESIGN.md 12.2, forward_for_logits.py).
+"""Plain-text representations of one model (docs/design.md 12.2, forward_for_logits.py).
 
 Input per row: the text plus the tokenizer's EOS string, encoded without special tokens (no BOS),
 truncated to ``model_max_length``; labels = input_ids, attention mask all ones. The forward pass,

@@ -1,4 +1,4 @@
-"""The optimizer and schedule the released DeepSpeed config really ran (DESIGN.md 12.6.5), without DeepSpeed.
+"""The optimizer and schedule the released DeepSpeed config really ran (docs/design.md 12.6.5), without DeepSpeed.
 
 ``config/zero_stage2_config.json`` names DeepSpeed's AdamW (betas and eps absent, so 0.9/0.999 and
 1e-8; weight decay on every parameter) and WarmupDecayLR (log warm-up over W = max(2, warmup
@@ -24,7 +24,7 @@ DEEPSPEED_EPS = 1e-8
 
 def released_update_steps(rows: int, world_size: int, per_device_batch: int, accumulation: int,
                           epochs: float) -> int:
-    """S, the optimizer steps of the release's Trainer (transformers 4.3x, DESIGN.md 12.6.5):
+    """S, the optimizer steps of the release's Trainer (transformers 4.3x, docs/design.md 12.6.5):
     floor(per-rank batches / accumulation) per epoch, at least 1. The micro-batches left over at
     the end of an epoch never reach an update. (transformers 5 takes ceil and makes a last,
     partial update.)"""

@@ -1,4 +1,4 @@
-"""Splitting long texts so that every piece fits every tokenizer (DESIGN.md 12.1).
+"""Splitting long texts so that every piece fits every tokenizer (docs/design.md 12.1).
 
 The release has three tokenizers (pivot, two sources); any number works. A text whose token count
 exceeds ``block_size - 48`` for any tokenizer is cut by the tokenizer that gives it the most tokens

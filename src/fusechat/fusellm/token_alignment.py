@@ -1,4 +1,4 @@
-"""Token and distribution alignment of one source onto the pivot's rows (DESIGN.md 12.4).
+"""Token and distribution alignment of one source onto the pivot's rows (docs/design.md 12.4).
 
 Per row pair (pivot = base, m tokens; source = blending, n tokens):
 
@@ -47,7 +47,7 @@ def check_align_type(align_type: str) -> AlignMethod:
 def check_metric_level(metric_level: str) -> str:
     return checks.check_metric_level(
         metric_level, ("sequence",), "the released code writes per-token CEs in source positions, never aligned "
-        "to the pivot, and its trainer ignores them (DESIGN.md 12.8 #9); use --metric_level sequence")
+        "to the pivot, and its trainer ignores them (docs/design.md 12.8 #9); use --metric_level sequence")
 
 
 def piece_table(tokenizer, width: int | None = None) -> np.ndarray:
@@ -109,7 +109,7 @@ def _pieces(table: np.ndarray, ids, side: str, where: str) -> list[str]:
 
 def align_row(base_ids, blending_ids, blending_logits, blending_indices, tables: AlignmentTables,
               onehot_next_token: bool = False, where: str = "row"):
-    """DESIGN.md 12.4.1-12.4.2 for one row pair: (aligned logits, aligned ids, skipped candidates).
+    """docs/design.md 12.4.1-12.4.2 for one row pair: (aligned logits, aligned ids, skipped candidates).
 
     Both lists have one entry per base position; an entry can be empty (hard: no candidate has a
     base piece; training then uses the pivot's own distribution there).
@@ -311,7 +311,7 @@ def align_representations(base_dir: str, blending_dir: str, save_dir: str, spec:
             skipped += count
         if skipped:
             logger.warning("skipped %d source candidate(s) with no pivot mapping or no piece (the reference "
-                           "crashes on them, DESIGN.md 12.8 #6)", skipped)
+                           "crashes on them, docs/design.md 12.8 #6)", skipped)
         record = derived_record(read_record(base_dir), "fusellm_aligned", [base_dir, blending_dir])
         save_dataset_atomic(DatasetDict(result), save_dir, provenance=record)
     logger.info("saved %s rows to %s", {s: len(d) for s, d in result.items()}, save_dir)

@@ -1,4 +1,4 @@
-"""FuseLLM/src/train.py's main() (DESIGN.md 12.6): check the packed sets, train, save, evaluate.
+"""FuseLLM/src/train.py's main() (docs/design.md 12.6): check the packed sets, train, save, evaluate.
 
 Data: ``--dataset_name`` folders (packed DatasetDicts of 12.5), their ``train`` splits concatenated
 in the given order, likewise ``validation`` for ``--do_eval``. No explicit shuffle: the Trainer's
@@ -122,7 +122,7 @@ def load_packed(paths: str, split: str, req: PackedRequirements, limit: int | No
 
 
 def optimizer_record(args) -> dict:
-    """Which optimizer and schedule this run uses (12.6.5, DESIGN.md 12.8 #21)."""
+    """Which optimizer and schedule this run uses (12.6.5, docs/design.md 12.8 #21)."""
     if args.paper_optimizer:
         optim, schedule = (getattr(v, "value", v) for v in (args.optim, args.lr_scheduler_type))
         return {"optimizer": f"{optim} betas ({args.adam_beta1}, {args.adam_beta2}) eps {args.adam_epsilon}, "

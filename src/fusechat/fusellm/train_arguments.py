@@ -1,4 +1,4 @@
-"""Arguments of FuseLLM's train.py (DESIGN.md 12.6.1): four dataclasses for ``HfArgumentParser``.
+"""Arguments of FuseLLM's train.py (docs/design.md 12.6.1): four dataclasses for ``HfArgumentParser``.
 
 The released script parsed with ``return_remaining_strings=True`` and silently ignored flags it
 did not know, so a typo or a flag renamed by transformers disabled a feature unseen. Here renamed

@@ -1,4 +1,4 @@
-"""FuseLLM's Trainer (DESIGN.md 12.6.4, 12.6.5): the standard ``transformers.Trainer`` with the distill loss.
+"""FuseLLM's Trainer (docs/design.md 12.6.4, 12.6.5): the standard ``transformers.Trainer`` with the distill loss.
 
 Per micro-batch: the student's log-softmax (float32) is computed once; the LM loss is the mean
 next-token CE over labelled next tokens, the distill loss the mean CE (or KL) toward the sparse

@@ -1,4 +1,4 @@
-"""FuseLLM's vocabulary mapping, source piece -> pivot piece (DESIGN.md 12.3, ``default`` mode).
+"""FuseLLM's vocabulary mapping, source piece -> pivot piece (docs/design.md 12.3, ``default`` mode).
 
 For every blending vocabulary piece x, x' = x with every blending marker replaced by the base
 marker. If x' is a base piece it maps to itself; otherwise to the base piece y with the smallest
@@ -29,7 +29,7 @@ def ordered_pieces(tokenizer) -> list[str]:
 
 def default_vocab_mapping(blending_pieces: list[str], base_pieces: list[str], blending_marker: str,
                           base_marker: str, workers: int = -1, progress: bool = True, with_minima: bool = False):
-    """DESIGN.md 12.3 ``default``: {x' (blending piece, base marker): base piece}, blending id order.
+    """docs/design.md 12.3 ``default``: {x' (blending piece, base marker): base piece}, blending id order.
 
     ``with_minima`` also returns, per key, every base piece at the minimum distance (the key itself
     for an exact hit), which ``co_occurrence`` chooses among.
@@ -48,7 +48,7 @@ def default_vocab_mapping(blending_pieces: list[str], base_pieces: list[str], bl
     return mapping, minima
 
 
-# --- co_occurrence (DESIGN.md 12.3; not used by the release) ----------------------------------------
+# --- co_occurrence (docs/design.md 12.3; not used by the release) ----------------------------------------
 
 def cooccurrence_counts(id_rows, vocab_size: int, window: int):
     """C[t_i, t_j] += 1 and C[t_j, t_i] += 1 for every i and every j != i in

@@ -1,4 +1,4 @@
-"""S2, scoring samples: a reward model's score and a verifier's verdict per response (DESIGN.md 13.2).
+"""S2, scoring samples: a reward model's score and a verifier's verdict per response (docs/design.md 13.2).
 
 Reward models:
 * a model folder: ``AutoModelForSequenceClassification``; its input is the RM tokenizer's chat template

@@ -1,4 +1,4 @@
-"""S3, building the training sets from scored samples (DESIGN.md 13.2, 13.6.2 A1-A5).
+"""S3, building the training sets from scored samples (docs/design.md 13.2, 13.6.2 A1-A5).
 
 FuseChat-3.0 mode: per prompt, the SFT row is the best response over every source and sample, the
 DPO pair is one source's best against the same source's worst; SFT and DPO prompts are disjoint.

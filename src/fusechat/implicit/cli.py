@@ -1,4 +1,4 @@
-"""Console scripts of implicit fusion (DESIGN.md 13.7): each parses flags and calls the library.
+"""Console scripts of implicit fusion (docs/design.md 13.7): each parses flags and calls the library.
 
 fusechat-imf-decode, -post-process, -annotate, -build, -sft, -dpo, -wrpo, -convert.
 """

@@ -1,4 +1,4 @@
-"""S1, sampling N responses per prompt from one source model (DESIGN.md 13.2; [S] decode.py).
+"""S1, sampling N responses per prompt from one source model (docs/design.md 13.2; [S] decode.py).
 
 Each of the N samples is one pass over every prompt with its own seed. The prompt is the model's own
 chat template applied to the user turn with the generation prompt (or ``--conv-temp NAME``). The

@@ -1,5 +1,5 @@
 """S5, DPO on TRL's DPOTrainer: plain (``sigmoid``) or length-normalised (``sigmoid_norm``), the policy
-initialised from the target-SFT model and a frozen copy of it as the reference (DESIGN.md 13.3)."""
+initialised from the target-SFT model and a frozen copy of it as the reference (docs/design.md 13.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The files of implicit fusion (DESIGN.md 13.1): reading them strictly, writing them atomically, and
+"""The files of implicit fusion (docs/design.md 13.1): reading them strictly, writing them atomically, and
 converting to and from the released row shapes.
 
 Project files are JSON lines, one object per line, every id a string:
@@ -215,7 +215,7 @@ def read_wrpo(path) -> list[dict]:
 
 
 def sft_to_sharegpt(row: dict) -> dict:
-    """An SFT row in the ShareGPT shape of DESIGN.md 2 (the FastChat training path)."""
+    """An SFT row in the ShareGPT shape of docs/design.md 2 (the FastChat training path)."""
     roles = {"user": "human", "assistant": "gpt"}
     return {"id": row["prompt_id"],
             "conversations": [{"from": roles[m["role"]], "value": m["content"]} for m in row["messages"]]}

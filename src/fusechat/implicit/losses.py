@@ -1,4 +1,4 @@
-"""The preference losses of FuseChat-3.0 and WRPO (DESIGN.md 13.3, 13.4, 13.8), as pure functions.
+"""The preference losses of FuseChat-3.0 and WRPO (docs/design.md 13.3, 13.4, 13.8), as pure functions.
 
 Every argument is a summed log-probability of a response under the policy (``policy_*``) or the
 frozen reference (``ref_*``), one value per row; each function returns the per-row loss, which the

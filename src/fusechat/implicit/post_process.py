@@ -1,7 +1,7 @@
 """Merging samples files of one source (one per seed, or per decode run) by prompt_id ([S] post_process.py).
 
 [S] paired seed files by position in ``os.listdir`` order; here rows are matched by prompt_id and
-the seeds keep the order the files are given in (DESIGN.md 13.6.1 #11). Prompts whose responses are
+the seeds keep the order the files are given in (docs/design.md 13.6.1 #11). Prompts whose responses are
 all identical carry no preference and are dropped, counted and listed ([S] post_process.py:28-31).
 """
 

@@ -1,5 +1,5 @@
 """Token ids of a prompt and its replies, rendered with the tokenizer's chat template (the ``suffix``
-rendering of DESIGN.md 13.6.1 #2, as TRL renders): the prompt with the generation prompt, and the
+rendering of docs/design.md 13.6.1 #2, as TRL renders): the prompt with the generation prompt, and the
 prompt followed by each reply; a reply's tokens are what follows the prefix all renderings share."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""S4, supervised fine-tuning on TRL's SFTTrainer (DESIGN.md 13.3, 13.6.1 #8).
+"""S4, supervised fine-tuning on TRL's SFTTrainer (docs/design.md 13.3, 13.6.1 #8).
 
 ``fusechat3`` mode: prompt and completion, the loss on the reply tokens only, no packing (FuseChat-3.0,
 as Llama-Factory trains). ``wrpo`` mode: the whole conversation is the text, packed into fixed-length

@@ -1,4 +1,4 @@
-"""Verifiers for math and code responses (DESIGN.md 13.2, 13.6.2 A5).
+"""Verifiers for math and code responses (docs/design.md 13.2, 13.6.2 A5).
 
 Math: the final answer is the content of the last ``\\boxed{...}`` (``--answer boxed``; the demo's small
 models rarely box, so ``boxed-or-last-number`` falls back to the last number in the text); it is

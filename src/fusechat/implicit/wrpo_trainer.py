@@ -1,4 +1,4 @@
-"""WRPO training (DESIGN.md 13.4): a ``transformers.Trainer`` around the pure loss of :mod:`.losses`.
+"""WRPO training (docs/design.md 13.4): a ``transformers.Trainer`` around the pure loss of :mod:`.losses`.
 
 Each row holds three responses to one prompt: y_ws (the best source response), y_wt and y_l (the
 target-SFT model's best and worst samples). A batch of B rows becomes 3B sequences [ws; wt; l]; one

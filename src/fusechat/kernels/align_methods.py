@@ -1,5 +1,5 @@
 """Align methods: how a source's top-k lists come into the pivot's positions and vocabulary
-(``--align_type`` of align_token_and_vocab, DESIGN.md 6.2-6.3; ``--vocab_align_type`` of FuseLLM's
+(``--align_type`` of align_token_and_vocab, docs/design.md 6.2-6.3; ``--vocab_align_type`` of FuseLLM's
 token_alignment.py, 12.4.2). One registry entry per method; both wings read it.
 
 A method decides two things, given the token alignment of a row pair:

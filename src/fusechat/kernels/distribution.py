@@ -1,4 +1,4 @@
-"""Distribution alignment of one row pair (DESIGN.md 6.3, 12.4.2): the source's top-k lists moved
+"""Distribution alignment of one row pair (docs/design.md 6.3, 12.4.2): the source's top-k lists moved
 into the pivot's positions and vocabulary, once the rows to take are chosen.
 
 1. :func:`source_rows`: per base position, the source position whose list it takes, or ONE_HOT, or

@@ -1,4 +1,4 @@
-"""Token alignment of one sequence pair by DTW over edit distances (DESIGN.md 6.1, 12.4.1).
+"""Token alignment of one sequence pair by DTW over edit distances (docs/design.md 6.1, 12.4.1).
 
 Base = pivot (columns, m tokens), blending = source (rows, n tokens). Tokens are the strings of
 each id decoded on its own (`decoded_token_strings`). The cost of a blending token ``a`` against a
@@ -22,7 +22,7 @@ How it is fast and still identical to that definition:
 - a monotone path visits a contiguous run of rows in each column, so the result is two arrays:
   the first and last blending position matched to each base position.
 
-FuseLLM (DESIGN.md 12.4.1) runs the same kernel with two parameters: ``tie_order="diagonal-up-left"``
+FuseLLM (docs/design.md 12.4.1) runs the same kernel with two parameters: ``tie_order="diagonal-up-left"``
 (its backtrack prefers the previous blending token over the previous base token) and
 ``empty_fallback=False`` (its cost compares the marker-stripped pieces even when one is empty).
 """
@@ -38,7 +38,7 @@ from numba import njit
 from ..errors import InputError
 from .mined import levenshtein_matrix
 
-# Backtrack moves, in the tie order of DESIGN.md 6.1.
+# Backtrack moves, in the tie order of docs/design.md 6.1.
 _DIAGONAL, _LEFT, _UP = 0, 1, 2
 # First minimum among the predecessors in this order: FuseChat's (6.1) and FuseLLM's (12.4.1).
 TIE_ORDERS = ("diagonal-left-up", "diagonal-up-left")
@@ -130,7 +130,7 @@ def token_cost_matrix(
     base_tokens: Sequence[str], blending_tokens: Sequence[str], base_marker: str, blending_marker: str,
     empty_fallback: bool = True,
 ) -> np.ndarray:
-    """The DESIGN.md 6.1 cost of every (blending, base) pair: int32, shape [n_blending, n_base].
+    """The docs/design.md 6.1 cost of every (blending, base) pair: int32, shape [n_blending, n_base].
 
     Empty token lists give an empty matrix of the corresponding shape.
     """
@@ -235,7 +235,7 @@ def align_tokens(
     base_tokens: Sequence[str], blending_tokens: Sequence[str], base_marker: str, blending_marker: str,
     tie_order: str = "diagonal-left-up", empty_fallback: bool = True,
 ) -> list[list[int]]:
-    """DESIGN.md 6.1: for each base position, the ascending blending positions matched to it.
+    """docs/design.md 6.1: for each base position, the ascending blending positions matched to it.
 
     Never empty per position. Raises InputError if either token list is empty. FuseLLM (12.4.1):
     ``tie_order="diagonal-up-left", empty_fallback=False`` on vocabulary pieces.

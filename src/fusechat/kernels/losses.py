@@ -1,4 +1,4 @@
-"""The training losses of both wings (DESIGN.md 8, 12.6.4), as pure tensor functions.
+"""The training losses of both wings (docs/design.md 8, 12.6.4), as pure tensor functions.
 
 The reference builds dense [batch, length, vocab] target distributions and takes a full-vocabulary
 cross-entropy. A target is non-zero only on its top-k ids, so the same loss is
@@ -66,7 +66,7 @@ def target_probabilities(target_logits: torch.Tensor, target_mask: torch.Tensor,
 
 def target_entropy_terms(probs: torch.Tensor, entropy_dtype: torch.dtype | None = None) -> torch.Tensor:
     """q * log q per entry (0 where q = 0); with ``entropy_dtype``, log q and the product are each
-    rounded to that dtype (FuseLLM's bf16 KL term, DESIGN.md 12.6.4)."""
+    rounded to that dtype (FuseLLM's bf16 KL term, docs/design.md 12.6.4)."""
     if entropy_dtype is None:
         return torch.special.xlogy(probs, probs)
     q = probs.to(entropy_dtype)

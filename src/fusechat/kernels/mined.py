@@ -1,6 +1,6 @@
 """The minimum-edit-distance (MinED) search of vocabulary pieces, and word-start markers.
 
-MinED (DESIGN.md 6.2 ``soft``, 12.3 ``default``): for each query, the first piece (in the given
+MinED (docs/design.md 6.2 ``soft``, 12.3 ``default``): for each query, the first piece (in the given
 order) at the smallest Levenshtein distance. The search is exact and compares a query only with the
 pieces that can still win: Lev(x, y) >= |len(x) - len(y)|, so for a query of length L the pieces are
 visited in shells of length L, L-1 and L+1, L-2 and L+2, ... (rapidfuzz's C++ Levenshtein, one shell

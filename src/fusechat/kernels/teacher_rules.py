@@ -1,4 +1,4 @@
-"""Teacher rules: per row, the candidates' rewards become weights over the candidates (DESIGN.md 12.6.3).
+"""Teacher rules: per row, the candidates' rewards become weights over the candidates (docs/design.md 12.6.3).
 
 A row (a packed FuseLLM row) has C >= 1 candidate teachers in a fixed candidate order, each with a
 reward r = bf16(1 / bf16(exp(bf16(CE)))), so a lower CE is a larger reward. A rule maps the [B, C]

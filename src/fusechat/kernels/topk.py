@@ -1,5 +1,5 @@
 """Batches of saved rows: token columns padded (:func:`token_batch`) and top-k columns as dense
-[B, T, K] targets (DESIGN.md 8, 12.6.2).
+[B, T, K] targets (docs/design.md 8, 12.6.2).
 
 A batch's top-k lists (list<list<float16>> logits and list<list<int>> ids per row, as the saved sets
 hold them) are read straight from the Arrow buffers (:class:`TopK`); :func:`topk_targets` copies,

@@ -1,4 +1,4 @@
-"""Stage 2: merge the pairwise-fused targets (DESIGN.md 9).
+"""Stage 2: merge the pairwise-fused targets (docs/design.md 9).
 
 ``sce.fusechat_sce`` and ``varm.fusechat_varm`` are the per-tensor kernels (pure torch);
 ``registry`` is the table of fusechat-merge's methods (``fusechat_sce``, ``fusechat_varm``: one

@@ -1,6 +1,6 @@
 """How inputs enter a FuseChat merge: shape rules, arithmetic dtype, chunks.
 
-Shape rules (DESIGN.md 9, step 1): a target whose tensor has the base's shape is used as is. For
+Shape rules (docs/design.md 9, step 1): a target whose tensor has the base's shape is used as is. For
 embedding and lm_head tensors a larger target contributes its leading block of the base's shape
 (the extra rows are tokens the pivot does not have). Any other mismatch drops that target for that
 tensor only, with a warning.

@@ -1,7 +1,7 @@
 """``fusechat-merge``'s work: check the config, run mergekit's ``run_merge`` into a staging folder,
 give the result the pivot's tokenizer, then move it into place.
 
-Two rules of DESIGN.md 9 need more than a per-tensor kernel inside mergekit:
+Two rules of docs/design.md 9 need more than a per-tensor kernel inside mergekit:
 
 * leading block: mergekit refuses inputs of unequal shapes before any method sees them. When a
   FuseChat method's targets have more vocabulary rows than the pivot (and the config does not

@@ -1,4 +1,4 @@
-"""FuseChat's SCE merge: select, calculate, erase (DESIGN.md 9).
+"""FuseChat's SCE merge: select, calculate, erase (docs/design.md 9).
 
 Per tensor, with base = pivot and targets = the pairwise-fused models:
 

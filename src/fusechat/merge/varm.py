@@ -1,4 +1,4 @@
-"""VaRM, FuseChat v1's variation-ratio merge (DESIGN.md 9).
+"""VaRM, FuseChat v1's variation-ratio merge (docs/design.md 9).
 
 With base = pivot, each target's variation for a tensor is ``r_i = mean((W_i - W_base)^2)``; the
 merge weights are ``r / sum(r)`` (or ``softmax(r / temperature)``), uniform if any ``r_i`` is 0,

@@ -1,1 +1,1 @@
-"""Stage 1 training (DESIGN.md 8): arguments, sparse fuse loss, collator, training sets, Trainer, main()."""
+"""Stage 1 training (docs/design.md 8): arguments, sparse fuse loss, collator, training sets, Trainer, main()."""

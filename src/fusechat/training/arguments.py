@@ -1,4 +1,4 @@
-"""Arguments of train.py (DESIGN.md 8): three dataclasses for ``transformers.HfArgumentParser``.
+"""Arguments of train.py (docs/design.md 8): three dataclasses for ``transformers.HfArgumentParser``.
 
 ``ModelArguments`` and ``DataArguments`` hold the script's own flags; ``FuseTrainingArguments``
 extends ``transformers.TrainingArguments``, so every Trainer flag works too. The published command

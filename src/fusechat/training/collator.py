@@ -1,4 +1,4 @@
-"""Batches for train.py (DESIGN.md 8): dynamic padding and the top-k fuse targets.
+"""Batches for train.py (docs/design.md 8): dynamic padding and the top-k fuse targets.
 
 Each batch is padded to its own longest row (capped at ``max_length``, optionally rounded up to a
 multiple of ``pad_to_multiple_of``), never to model_max_length. With ``fuse`` the collator also

@@ -1,4 +1,4 @@
-"""The training sets of train.py's three modes (DESIGN.md 8), checked before training starts.
+"""The training sets of train.py's three modes (docs/design.md 8), checked before training starts.
 
 --do_fuse         aligned sets: token columns, the pivot's and the source's top-k lists, and the
                   two sequence CEs (only the lists with --fuse_with_ref_model False)

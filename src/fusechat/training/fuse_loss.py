@@ -1,4 +1,4 @@
-"""FuseChat's training losses (DESIGN.md 8) from the kernels: the fuse target is softmax(logits / T)
+"""FuseChat's training losses (docs/design.md 8) from the kernels: the fuse target is softmax(logits / T)
 over each top-k list, and both losses average over the positions whose next label is kept."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""train.py's main(): parse, check the data, train, save (DESIGN.md 8).
+"""train.py's main(): parse, check the data, train, save (docs/design.md 8).
 
 The final model goes to output_dir (safetensors) with the tokenizer, whose chat template renders
 the run's conversation template, and the trainer state. The run resumes from the latest

@@ -1,4 +1,4 @@
-"""The Trainer of --do_fuse: the standard ``transformers.Trainer`` plus the fuse loss (DESIGN.md 8).
+"""The Trainer of --do_fuse: the standard ``transformers.Trainer`` plus the fuse loss (docs/design.md 8).
 
 Only the loss changes: the student's log-softmax is computed once and serves both the LM loss and
 the sparse fuse loss; loss = lm_loss_weight * LM + (1 - lm_loss_weight) * fuse. Both are means
