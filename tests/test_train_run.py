@@ -15,6 +15,7 @@ import torch
 
 from fusechat import schema
 from fusechat.errors import InputError
+from fusechat.storage import mark_output
 from fusechat.templates import encode_conversation, generation_prompt_ids, get_template
 from fusechat.training import checkpoints, run
 from fusechat.training.datasets import ConversationRows
@@ -69,6 +70,8 @@ def test_a_second_run_resumes_from_the_latest_checkpoint(fused_run, tmp_path, pi
     """Two checkpoints, told apart by a mark in their trainer state: the run continues from checkpoint-10."""
     first_dir, _ = fused_run
     output_dir = tmp_path / "out"
+    output_dir.mkdir()
+    mark_output(output_dir)  # as the interrupted run of this project left it
     for step in (9, 10):
         checkpoint = output_dir / f"checkpoint-{step}"
         shutil.copytree(first_dir / "checkpoint-3", checkpoint)
