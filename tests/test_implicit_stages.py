@@ -195,3 +195,19 @@ def test_bad_input_to_decode_and_annotate(tmp_path, capsys, case, message):
                           "--out", str(tmp_path / "d.jsonl"))
         assert status == 2 and message in err
     assert not list(tmp_path.glob("s.jsonl*")) and not (tmp_path / "d.jsonl").exists()
+
+
+def test_an_output_naming_an_input_is_refused_and_the_input_kept(tmp_path, capsys):
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
+    samples = write_jsonl(tmp_path / "samples.jsonl", [sample_row("p0", ["hi"])])
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    calls = [(cli.decode_main, ["--model", "no/such/model/folder", "--prompts", prompts, "--out", prompts]),
+             (cli.post_process_main, ["--prompts", prompts, "--samples", samples, "--out", samples]),
+             (cli.annotate_main, ["--prompts", prompts, "--samples", samples, "--out", samples,
+                                  "--reward-model", "verdict"]),
+             (cli.convert_main, ["--to", "sharegpt", samples, samples])]
+    for main, argv in calls:
+        status, err = run(main, capsys, *argv)
+        first = err.strip().splitlines()[0]
+        assert status == 2 and "is also an input" in first, (main.__name__, err)
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before

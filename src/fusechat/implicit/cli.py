@@ -150,7 +150,7 @@ def decode_parser() -> argparse.ArgumentParser:
 
 
 def decode_main(argv=None) -> None:
-    from ..storage import check_writable
+    from ..storage import check_output_file
     from .decode import decode, default_source_name, sampling_record
     from .formats import DOMAINS, read_prompts, write_jsonl
 
@@ -161,7 +161,7 @@ def decode_main(argv=None) -> None:
         raise InputError(f"--seeds takes comma-separated integers, got {args.seeds!r}") from None
     if not seeds or args.max_tokens < 1:
         raise InputError("--seeds needs at least one seed and --max-tokens at least 1")
-    check_writable(args.out, "--out")
+    check_output_file(args.out, "--out", [args.prompts, args.model])
     prompts = read_prompts(args.prompts)
     if args.domains:
         wanted = split_paths(args.domains)
@@ -196,7 +196,7 @@ def post_process_parser() -> argparse.ArgumentParser:
 
 
 def post_process_main(argv=None) -> None:
-    from ..storage import check_writable, write_json
+    from ..storage import check_output_file, write_json
     from .formats import read_prompts, read_samples, sources_of, write_jsonl
     from .post_process import merge_samples
 
@@ -204,7 +204,7 @@ def post_process_main(argv=None) -> None:
     paths = split_paths(args.samples)
     if not paths:
         raise InputError("--samples: no file given")
-    check_writable(args.out, "--out")
+    check_output_file(args.out, "--out", [args.prompts, *paths])
     prompts = read_prompts(args.prompts)
     files = []
     for path in paths:
@@ -246,14 +246,14 @@ def annotate_parser() -> argparse.ArgumentParser:
 
 
 def annotate_main(argv=None) -> None:
-    from ..storage import check_writable, write_json
+    from ..storage import check_output_file, write_json
     from .annotate import annotate, load_reward_model, report_path, report_record
     from .formats import read_prompts, read_samples, sources_of, write_jsonl
 
     args = annotate_parser().parse_args(argv)
     if args.code_timeout <= 0:
         raise InputError(f"--code-timeout must be positive, got {args.code_timeout}")
-    check_writable(args.out, "--out")
+    check_output_file(args.out, "--out", [args.prompts, args.samples, args.reward_model.removeprefix("table:")])
     prompts = read_prompts(args.prompts)
     rows = read_samples(args.samples, prompts)
     sources_of(rows, args.samples)
@@ -437,7 +437,7 @@ def convert_parser() -> argparse.ArgumentParser:
 
 
 def convert_main(argv=None) -> None:
-    from ..storage import check_output_dir, check_writable, write_json
+    from ..storage import check_output_dir, check_output_file, write_json
     from . import formats
 
     args = convert_parser().parse_args(argv)
@@ -452,7 +452,7 @@ def convert_main(argv=None) -> None:
         save_dataset_atomic(DatasetDict({"train": Dataset.from_list(rows[:cut]),
                                          "test": Dataset.from_list(rows[cut:])}), args.output)
         return
-    check_writable(args.output, "output")
+    check_output_file(args.output, "output", [args.input])
     if args.to == "sharegpt":
         write_json(args.output, [formats.sft_to_sharegpt(r) for r in formats.read_sft(args.input)])
     elif args.to == "wrpo":
