@@ -197,6 +197,7 @@ def three_source_set(tmp_path_factory):
     return save_packed(tmp_path_factory.mktemp("three") / "packed", three_source_rows(6, 1), three_source_rows(2, 2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["greater", "weighted"])
 def test_training_with_three_sources_logs_every_teacher(tmp_path, pivot_path, three_source_set, mode):
     flags = {} if mode == "greater" else dict(distill_greater_as_gt=False, distill_weighted_as_gt=True)
@@ -226,6 +227,7 @@ def test_training_with_three_sources_logs_every_teacher(tmp_path, pivot_path, th
         assert logged == pytest.approx(wins.count(3))
 
 
+@pytest.mark.slow
 def test_sources_not_named_are_reported(tmp_path, pivot_path, three_source_set, caplog):
     # The published flags name sources 0 and 1; the set's source 2 is reported, not silently dropped.
     with caplog.at_level(logging.WARNING):
