@@ -10,7 +10,11 @@ Per seed (the seed drives the prompts' sampling, the build split and training), 
 held-out prompts the accuracy of greedy answers and the reply CE (nats per gold-reply token) of:
 the target before training, after SFT, after SFT + DPO, and after WRPO (its own SFT on a third of the
 prompts, then WRPO on the rest), with each CE's ratio to the untrained target's measured in the same
-run. The explicit pairwise fusion of the same models on the same prompts is not wired in yet.
+run. Beside them, explicit fusion of the same models on the same rows: FuseChat's pairwise fusion
+(scripts/pipeline.sh, MERGE=0) of the target with --explicit-source on the implicit SFT set (the
+selected best responses, as ShareGPT conversations under one ChatML template), trained like that SFT
+(epochs, batch, length, learning rate, schedule) with lm_loss_weight 1.0 (the route's own SFT) and 0.9
+(published): the two differ only by the fuse loss toward the source's aligned distributions.
 
     python benchmarks/bench_implicit_vs_explicit.py --seeds 1,2 --work work/bench_implicit
 """
@@ -21,7 +25,9 @@ import argparse
 import json
 import logging
 import math
+import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,10 +37,11 @@ from fusechat.fixtures import build_tiny_model
 from fusechat.implicit import cli
 from fusechat.implicit.evaluate import evaluate_model
 from fusechat.eval.jsonl import read_jsonl
-from fusechat.implicit.formats import write_jsonl
+from fusechat.implicit.formats import sft_to_sharegpt, write_jsonl
 from fusechat.implicit.tasks import heldout_split, make_tasks
 
 TARGET = "smollm2-135m-instruct"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def stage(main, *argv) -> None:
@@ -99,13 +106,15 @@ def run_seed(seed: int, args, work: Path, sources: dict[str, str], target: str) 
     timed("wrpo", cli.wrpo_main, "--model", work / "wrpo_sft", "--data", work / "wrpo_rows/wrpo.jsonl", "--out",
           work / "wrpo", "--learning-rate", 5e-6, "--beta", 0.1, "--alpha", 0.1, "--epochs", 2, *train_flags)
 
+    explicit = explicit_fusion(seed, args, work, target) if args.explicit_source else {}
+
     rows = {name: len(read_jsonl(work / path)) for name, path in
             (("sft", "build/sft.jsonl"), ("dpo", "build/dpo.jsonl"), ("wrpo_sft", "wrpo_split/sft.jsonl"),
              ("wrpo", "wrpo_rows/wrpo.jsonl"))}
     results = {}
     start = time.monotonic()
     for name, folder in (("before", target), ("SFT", work / "sft"), ("SFT+DPO", work / "dpo"),
-                         ("WRPO (SFT on 1/3)", work / "wrpo_sft"), ("WRPO", work / "wrpo")):
+                         ("WRPO (SFT on 1/3)", work / "wrpo_sft"), ("WRPO", work / "wrpo"), *explicit.items()):
         if not Path(folder, "config.json").is_file():
             results[name] = {"accuracy": math.nan, "reply_ce": math.nan}
             continue
@@ -113,6 +122,42 @@ def run_seed(seed: int, args, work: Path, sources: dict[str, str], target: str) 
                                        answer_rule="boxed-or-last-number")
     times["evaluate"] = time.monotonic() - start
     return {"seed": seed, "rows": rows, "results": results, "times_s": times, "heldout": len(held)}
+
+
+def explicit_fusion(seed: int, args, work: Path, target: str) -> dict[str, Path]:
+    """FuseChat's pairwise fusion of the target with ``args.explicit_source`` on the implicit SFT rows:
+    the published stages through scripts/pipeline.sh (representations, alignment, filter_nan, training),
+    then the same training with lm_loss_weight 1.0. Returns {row label: checkpoint folder}."""
+    rows = read_jsonl(work / "build/sft.jsonl")
+    if not rows:
+        print(f"seed {seed}: explicit fusion: no SFT rows, skipped")
+        return {}
+    root = work / "explicit"
+    corpus = root / "corpus.json"
+    (root / "models").mkdir(parents=True, exist_ok=True)
+    if not corpus.exists():
+        corpus.write_text(json.dumps([sft_to_sharegpt(row) for row in rows], ensure_ascii=False, indent=1))
+    for name, folder in ((TARGET, target), (args.explicit_source, build_tiny_model(args.explicit_source))):
+        if not (root / "models" / name).exists():
+            (root / "models" / name).symlink_to(folder, target_is_directory=True)
+    env = dict(os.environ, DATA_PATH=str(corpus), WORK_DIR=str(root), PIVOT=TARGET, SOURCES=args.explicit_source,
+               CONV_TEMP="chatml", MERGE="0", GPUS="", SPLIT_NUM="1", NUM_WORKERS="1", REP_BATCH_SIZE="8",
+               MODEL_MAX_LENGTH="192", TRAIN_BATCH_SIZE="4", GRAD_ACCUM="1", NUM_EPOCHS="2", LEARNING_RATE="2e-5",
+               WARMUP_RATIO="0.1", SAVE_STRATEGY="no", TRAIN_EXTRA_ARGS=f"--seed {seed}", HF_HUB_OFFLINE="1")
+    checkpoints = {}
+    for label, weight, driver in (("explicit fusion (0.9)", "0.9", "pipeline.sh"),
+                                  ("explicit SFT (1.0)", "1.0", "pairwise_fusion.sh")):
+        ckpt = root / f"checkpoints_w{weight}"
+        log = root / f"w{weight}.log"
+        start = time.monotonic()
+        with log.open("w") as handle:
+            done = subprocess.run([str(REPO / "scripts" / driver)], stdout=handle, stderr=subprocess.STDOUT,
+                                  env=dict(env, CKPT_DIR=str(ckpt), LM_LOSS_WEIGHT=weight)).returncode == 0
+        if not done:
+            raise SystemExit(f"seed {seed}: explicit fusion ({driver}, lm_loss_weight {weight}) failed; see {log}")
+        print(f"seed {seed}: {label}: {time.monotonic() - start:.0f} s", flush=True)
+        checkpoints[label] = ckpt / f"{TARGET}_{args.explicit_source}_pairwise_fusion_ckpt"
+    return checkpoints
 
 
 def print_table(runs: list[dict]) -> None:
@@ -142,6 +187,8 @@ def main(argv=None) -> None:
     parser.add_argument("--code", type=int, default=10, help="code prompts (a fifth held out)")
     parser.add_argument("--samples", type=int, default=4, help="samples per prompt and source")
     parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--explicit-source", default="gemma-3-270m",
+                        help="the source of the explicit pairwise fusion beside implicit fusion ('' : none)")
     parser.add_argument("--work", default="work/bench_implicit")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
     args = parser.parse_args(argv)
