@@ -104,7 +104,8 @@ def run_seed(seed: int, args, work: Path, sources: dict[str, str], target: str) 
           "--scored", scored_list, "--target-scored", work / "scored/target-SFT.jsonl", "--out", work / "wrpo_rows",
           "--seed", seed)
     timed("wrpo", cli.wrpo_main, "--model", work / "wrpo_sft", "--data", work / "wrpo_rows/wrpo.jsonl", "--out",
-          work / "wrpo", "--learning-rate", 5e-6, "--beta", 0.1, "--alpha", 0.1, "--epochs", 2, *train_flags)
+          work / "wrpo", "--learning-rate", 5e-6, "--beta", 0.1, "--alpha", 0.1, "--epochs", 2,
+          "--max-prompt-length", 128, *train_flags)
 
     explicit = explicit_fusion(seed, args, work, target) if args.explicit_source else {}
 
@@ -183,10 +184,10 @@ def main(argv=None) -> None:
     parser.add_argument("--sources", default=f"{TARGET},gemma-3-270m:gemma",
                         help="comma-separated fixture names of real models, each with :TEMPLATE when its tokenizer "
                              "has no chat template (gemma-3-270m is a base model: the project's gemma template)")
-    parser.add_argument("--math", type=int, default=20, help="math prompts (a fifth held out)")
-    parser.add_argument("--code", type=int, default=10, help="code prompts (a fifth held out)")
+    parser.add_argument("--math", type=int, default=40, help="math prompts (a fifth held out)")
+    parser.add_argument("--code", type=int, default=20, help="code prompts (a fifth held out)")
     parser.add_argument("--samples", type=int, default=4, help="samples per prompt and source")
-    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--explicit-source", default="gemma-3-270m",
                         help="the source of the explicit pairwise fusion beside implicit fusion ('' : none)")
     parser.add_argument("--work", default="work/bench_implicit")
