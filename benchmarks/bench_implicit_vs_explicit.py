@@ -22,7 +22,6 @@ selected best responses, as ShareGPT conversations under one ChatML template), t
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -39,6 +38,7 @@ from fusechat.implicit.evaluate import evaluate_model
 from fusechat.eval.jsonl import read_jsonl
 from fusechat.implicit.formats import sft_to_sharegpt, write_jsonl
 from fusechat.implicit.tasks import heldout_split, make_tasks
+from fusechat.storage import write_json
 
 TARGET = "smollm2-135m-instruct"
 REPO = Path(__file__).resolve().parents[1]
@@ -137,7 +137,7 @@ def explicit_fusion(seed: int, args, work: Path, target: str) -> dict[str, Path]
     corpus = root / "corpus.json"
     (root / "models").mkdir(parents=True, exist_ok=True)
     if not corpus.exists():
-        corpus.write_text(json.dumps([sft_to_sharegpt(row) for row in rows], ensure_ascii=False, indent=1))
+        write_json(corpus, [sft_to_sharegpt(row) for row in rows], indent=1)  # atomic: exists means complete
     for name, folder in ((TARGET, target), (args.explicit_source, build_tiny_model(args.explicit_source))):
         if not (root / "models" / name).exists():
             (root / "models" / name).symlink_to(folder, target_is_directory=True)
@@ -206,7 +206,7 @@ def main(argv=None) -> None:
         runs.append(run_seed(int(seed), args, work / f"seed{seed}", sources, target))
         print_table(runs)
         print(f"total {math.ceil((time.monotonic() - started) / 60)} min; sources: {', '.join(sources)}", flush=True)
-        (work / "results.json").write_text(json.dumps(runs, indent=2) + "\n")
+        write_json(work / "results.json", runs)
     if not args.keep:
         for seed in args.seeds.split(","):
             shutil.rmtree(work / f"seed{seed}", ignore_errors=True)

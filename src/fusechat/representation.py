@@ -15,9 +15,9 @@ full [batch, length, vocab] tensor is never held at once.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
+import uuid
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -79,13 +79,11 @@ def tokenize_records(records: list[dict], tokenizer, template: ChatTemplate, max
         encoded = encode_rendered(tokenizer, rendered, max_length, mask_instruction)
         return {ID: batch[ID], **encoded}
 
-    # An explicit fingerprint: without it datasets hashes ``encode`` by pickling the whole tokenizer
-    # (seconds for a 150k-entry vocabulary, every call). The set is in memory, so nothing is cached by it.
-    fingerprint = hashlib.sha256(repr((source._fingerprint, tokenizer.name_or_path, len(tokenizer), template.name,
-                                       max_length, mask_instruction, separator)).encode()).hexdigest()[:32]
+    # A fresh fingerprint, as aligned_sets gives its maps: without one datasets hashes ``encode`` by
+    # pickling the whole tokenizer (seconds for a 150k-entry vocabulary). The set is in memory: no cache.
     return source.map(encode, batched=True, batch_size=256, remove_columns=source.column_names,
                       features=tokenized_features(), num_proc=num_proc if num_proc and num_proc > 1 else None,
-                      desc="Tokenizing", new_fingerprint=fingerprint)
+                      desc="Tokenizing", new_fingerprint=uuid.uuid4().hex[:24])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,8 +262,6 @@ def representation_dataset(tokenized, options: CaptureOptions, model, pad_id: in
     Rows are streamed to Arrow files in ``scratch_dir`` as batches finish (memory stays bounded),
     then put back into input order.
     """
-    import uuid
-
     from datasets import Dataset, Value
     from datasets.exceptions import DatasetGenerationError
 
